@@ -1,0 +1,338 @@
+//! The crate error, and the one mapping of every failure to a gRPC `Status` carrying a
+//! `google.rpc.ErrorInfo` (domain `pgsidecar`), plus `BadRequest` and `RetryInfo` where they
+//! apply.
+
+mod sqlstate_names;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio_postgres::error::DbError;
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::codec::{BindError, DecodeError};
+use crate::pool::PoolError;
+
+/// `ErrorInfo.domain` of every error the sidecar returns.
+pub const DOMAIN: &str = "pgsidecar";
+
+/// Retry delay suggested for serialization failures and deadlocks: short, they clear fast.
+const RETRY_CONFLICT: Duration = Duration::from_millis(50);
+/// Retry delay suggested when the pool or the server is out of capacity.
+const RETRY_CAPACITY: Duration = Duration::from_millis(250);
+
+/// Every way a request can fail.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// PostgreSQL answered with an error, or the connection failed.
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    /// A parameter does not bind to its placeholder's type.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A result cell could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// No connection could be had.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// The request itself is malformed: a field is missing, empty or too large.
+    #[error("{field}: {message}")]
+    InvalidRequest {
+        /// The request field at fault, e.g. `sql`.
+        field: String,
+        /// Why.
+        message: String,
+    },
+    /// The request's deadline or timeout passed; `cause` is PostgreSQL's cancel error when
+    /// the statement was running.
+    #[error("deadline exceeded{}", cause.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    DeadlineExceeded {
+        /// The error PostgreSQL answered to the cancel, if it ran that far.
+        cause: Option<tokio_postgres::Error>,
+    },
+    /// The response would exceed the gRPC message size limit.
+    #[error(
+        "the result exceeds the {limit}-byte response limit; lower max_rows or use StreamQuery"
+    )]
+    ResponseTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The RPC is not implemented yet.
+    #[error("{0}")]
+    Unimplemented(&'static str),
+}
+
+impl Error {
+    /// A malformed request field.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidRequest {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The condition name of a SQLSTATE (`UNIQUE_VIOLATION`), or `SQLSTATE_<code>` when unknown.
+pub fn condition_name(code: &str) -> String {
+    sqlstate_names::CONDITION_NAMES
+        .binary_search_by(|(c, _)| (*c).cmp(code))
+        .map(|i| sqlstate_names::CONDITION_NAMES[i].1.to_owned())
+        .unwrap_or_else(|_| format!("SQLSTATE_{code}"))
+}
+
+/// The gRPC code for a SQLSTATE: API.md's table, and for codes it does not list, the code a
+/// client would act on the same way.
+pub fn code_for_sqlstate(code: &str, message: &str) -> Code {
+    let class = code.get(..2).unwrap_or("");
+    match code {
+        "40001" | "40P01" => Code::Aborted,
+        "23505" => Code::AlreadyExists,
+        "25P02" => Code::FailedPrecondition,
+        "42P01" | "42703" | "42883" | "3D000" | "3F000" | "34000" | "26000" | "P0002" => {
+            Code::NotFound
+        }
+        "42501" => Code::PermissionDenied,
+        "22003" => Code::OutOfRange,
+        // statement_timeout expiring is a deadline; a cancel request is a cancel.
+        "57014" if message.contains("statement timeout") => Code::DeadlineExceeded,
+        "57014" => Code::Cancelled,
+        "57P01" | "57P02" | "57P03" => Code::Unavailable,
+        "0A000" => Code::Unimplemented,
+        "XX000" => Code::Internal,
+        _ => match class {
+            "23" | "55" | "25" | "2B" | "2D" | "3B" | "24" | "27" | "2F" | "38" | "39" | "44"
+            | "20" | "P0" => Code::FailedPrecondition,
+            "28" | "0L" | "0P" => Code::PermissionDenied,
+            "42" | "22" | "21" | "54" | "0B" | "0F" | "0Z" => Code::InvalidArgument,
+            "53" => Code::ResourceExhausted,
+            "08" | "57" | "58" | "HV" => Code::Unavailable,
+            "40" => Code::Aborted,
+            "XX" | "F0" => Code::Internal,
+            _ => Code::Unknown,
+        },
+    }
+}
+
+/// ErrorInfo metadata for a PostgreSQL error: `sqlstate` always, the rest where sent.
+fn db_metadata(db: &DbError) -> HashMap<String, String> {
+    let mut m = HashMap::new();
+    m.insert("sqlstate".to_owned(), db.code().code().to_owned());
+    m.insert("message".to_owned(), db.message().to_owned());
+    m.insert("severity".to_owned(), db.severity().to_owned());
+    let optional = [
+        ("detail", db.detail()),
+        ("hint", db.hint()),
+        ("constraint", db.constraint()),
+        ("table", db.table()),
+        ("column", db.column()),
+        ("schema", db.schema()),
+        ("datatype", db.datatype()),
+        ("where", db.where_()),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            m.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    if let Some(pos) = db.position() {
+        let pos = match pos {
+            tokio_postgres::error::ErrorPosition::Original(p) => *p,
+            tokio_postgres::error::ErrorPosition::Internal { position, .. } => *position,
+        };
+        m.insert("position".to_owned(), pos.to_string());
+    }
+    m
+}
+
+/// The parameter a bind-time error from PostgreSQL blames ("... portal parameter $2"), so
+/// a BadRequest can name it.
+fn blamed_param(db: &DbError) -> Option<usize> {
+    let where_ = db.where_()?;
+    let after = where_.split("parameter $").nth(1)?;
+    let digits: String = after.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse::<usize>().ok()?.checked_sub(1)
+}
+
+struct Parts {
+    code: Code,
+    message: String,
+    details: ErrorDetails,
+}
+
+fn parts(code: Code, message: String, reason: &str, metadata: HashMap<String, String>) -> Parts {
+    Parts {
+        code,
+        message,
+        details: ErrorDetails::with_error_info(reason, DOMAIN, metadata),
+    }
+}
+
+fn postgres_parts(e: &tokio_postgres::Error, code_override: Option<Code>) -> Parts {
+    match e.as_db_error() {
+        Some(db) => {
+            let sqlstate = db.code().code();
+            let code = code_override.unwrap_or_else(|| code_for_sqlstate(sqlstate, db.message()));
+            let mut p = parts(code, db.message().to_owned(), &condition_name(sqlstate), db_metadata(db));
+            match code {
+                Code::Aborted => {
+                    p.details.set_retry_info(Some(RETRY_CONFLICT));
+                }
+                Code::ResourceExhausted | Code::Unavailable => {
+                    p.details.set_retry_info(Some(RETRY_CAPACITY));
+                }
+                _ => {}
+            }
+            if let Some(i) = blamed_param(db) {
+                p.details
+                    .add_bad_request_violation(format!("params[{i}]"), db.message());
+            }
+            p
+        }
+        // No SQLSTATE: the connection broke or could not be made.
+        None => {
+            let mut p = parts(
+                code_override.unwrap_or(Code::Unavailable),
+                format!("connection to PostgreSQL failed: {e}"),
+                "DATABASE_UNAVAILABLE",
+                HashMap::new(),
+            );
+            p.details.set_retry_info(Some(RETRY_CAPACITY));
+            p
+        }
+    }
+}
+
+impl From<&Error> for Parts {
+    fn from(err: &Error) -> Parts {
+        let none = HashMap::new;
+        match err {
+            Error::Postgres(e) => postgres_parts(e, None),
+            Error::DeadlineExceeded { cause: Some(e) } => {
+                postgres_parts(e, Some(Code::DeadlineExceeded))
+            }
+            Error::DeadlineExceeded { cause: None } => parts(
+                Code::DeadlineExceeded,
+                err.to_string(),
+                "DEADLINE_EXCEEDED",
+                none(),
+            ),
+            Error::Bind(b) => {
+                let code = match b {
+                    BindError::OutOfRange { .. } => Code::OutOfRange,
+                    _ => Code::InvalidArgument,
+                };
+                let mut p = parts(code, b.to_string(), "INVALID_PARAMETER", none());
+                p.details.add_bad_request_violation(b.field(), b.to_string());
+                p
+            }
+            Error::InvalidRequest { field, message } => {
+                let mut p = parts(Code::InvalidArgument, err.to_string(), "INVALID_REQUEST", none());
+                p.details.add_bad_request_violation(field, message);
+                p
+            }
+            Error::Decode(e) => parts(Code::Internal, e.to_string(), "DECODE_FAILED", none()),
+            Error::Pool(e) => {
+                let (code, reason) = match e {
+                    PoolError::Exhausted { .. } => (Code::ResourceExhausted, "POOL_EXHAUSTED"),
+                    PoolError::Closed { .. } => (Code::Unavailable, "SHUTTING_DOWN"),
+                    PoolError::Config { .. } => (Code::Internal, "POOL_MISCONFIGURED"),
+                    PoolError::Unavailable { .. } | PoolError::ConnectTimeout { .. } => {
+                        (Code::Unavailable, "DATABASE_UNAVAILABLE")
+                    }
+                };
+                let mut metadata = none();
+                if let PoolError::Unavailable { source, .. } = e
+                    && let Some(db) = source.as_db_error()
+                {
+                    metadata = db_metadata(db);
+                }
+                let mut p = parts(code, e.to_string(), reason, metadata);
+                if matches!(code, Code::ResourceExhausted | Code::Unavailable) {
+                    p.details.set_retry_info(Some(RETRY_CAPACITY));
+                }
+                p
+            }
+            Error::ResponseTooLarge { .. } => parts(
+                Code::ResourceExhausted,
+                err.to_string(),
+                "RESPONSE_TOO_LARGE",
+                none(),
+            ),
+            Error::Unimplemented(_) => {
+                parts(Code::Unimplemented, err.to_string(), "UNIMPLEMENTED", none())
+            }
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> tonic::Status {
+        let p = Parts::from(&err);
+        tonic::Status::with_error_details(p.code, p.message, p.details)
+    }
+}
+
+impl Error {
+    /// The same status as a `google.rpc.Status` message, for errors answered in-band.
+    pub fn to_rpc_status(&self) -> tonic_types::pb::Status {
+        let p = Parts::from(self);
+        let status = tonic::Status::with_error_details(p.code, p.message, p.details);
+        // tonic-types encodes the whole google.rpc.Status into the details bytes.
+        <tonic_types::pb::Status as prost::Message>::decode(status.details()).unwrap_or_else(
+            |_| tonic_types::pb::Status {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+                details: vec![],
+            },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn condition_names_cover_known_and_unknown_codes() {
+        assert_eq!(condition_name("23505"), "UNIQUE_VIOLATION");
+        assert_eq!(condition_name("40001"), "SERIALIZATION_FAILURE");
+        assert_eq!(condition_name("42P01"), "UNDEFINED_TABLE");
+        assert_eq!(condition_name("ZZ999"), "SQLSTATE_ZZ999");
+    }
+
+    #[test]
+    fn codes_follow_the_contract_table() {
+        let cases = [
+            ("40001", Code::Aborted),
+            ("40P01", Code::Aborted),
+            ("23505", Code::AlreadyExists),
+            ("23503", Code::FailedPrecondition),
+            ("25P02", Code::FailedPrecondition),
+            ("55P03", Code::FailedPrecondition),
+            ("42P01", Code::NotFound),
+            ("42703", Code::NotFound),
+            ("42883", Code::NotFound),
+            ("42501", Code::PermissionDenied),
+            ("28P01", Code::PermissionDenied),
+            ("42601", Code::InvalidArgument),
+            ("22P02", Code::InvalidArgument),
+            ("22003", Code::OutOfRange),
+            ("57014", Code::Cancelled),
+            ("53300", Code::ResourceExhausted),
+            ("08006", Code::Unavailable),
+            ("57P01", Code::Unavailable),
+            ("0A000", Code::Unimplemented),
+            ("XX000", Code::Internal),
+        ];
+        for (sqlstate, code) in cases {
+            assert_eq!(code_for_sqlstate(sqlstate, "x"), code, "{sqlstate}");
+        }
+        assert_eq!(
+            code_for_sqlstate("57014", "canceling statement due to statement timeout"),
+            Code::DeadlineExceeded
+        );
+    }
+}

@@ -1,0 +1,323 @@
+//! The primary and failover connection pools: connection setup, routing by priority,
+//! bounded waiting for a connection, and the live figures PoolStatus reports.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{
+    Hook, Manager, ManagerConfig, Object, Pool as DeadPool, PoolError as DeadPoolError,
+    RecyclingMethod, Runtime, Timeouts,
+};
+use tokio_postgres::NoTls;
+
+use crate::config::{Config, PoolConfig};
+use crate::proto::{PoolStats, Priority};
+
+/// Why no connection could be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// Every connection stayed busy for as long as the request could wait.
+    #[error("the {pool} pool has no free connection after waiting {waited:?}")]
+    Exhausted {
+        /// Pool name.
+        pool: &'static str,
+        /// How long the request waited.
+        waited: Duration,
+    },
+    /// A new connection could not be opened.
+    #[error("cannot connect to PostgreSQL for the {pool} pool: {source}")]
+    Unavailable {
+        /// Pool name.
+        pool: &'static str,
+        /// The connection error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Opening a connection took longer than the connection timeout.
+    #[error("connecting to PostgreSQL for the {pool} pool timed out")]
+    ConnectTimeout {
+        /// Pool name.
+        pool: &'static str,
+    },
+    /// The pool is closed: the sidecar is shutting down.
+    #[error("the {pool} pool is closed: the sidecar is shutting down")]
+    Closed {
+        /// Pool name.
+        pool: &'static str,
+    },
+    /// A configured connection string is not valid (caught by config validation first).
+    #[error("invalid connection settings for the {pool} pool: {message}")]
+    Config {
+        /// Pool name.
+        pool: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// Counters deadpool does not keep.
+#[derive(Default)]
+struct Counters {
+    created: AtomicU64,
+    checkouts: AtomicU64,
+}
+
+/// One deadpool pool with its name, sizes and counters.
+#[derive(Clone)]
+pub struct Pool {
+    name: &'static str,
+    inner: DeadPool,
+    min_idle: u32,
+    counters: Arc<Counters>,
+}
+
+/// A connection lent to one request; it goes back to its pool when dropped.
+pub struct Lease {
+    /// The connection.
+    pub conn: Object,
+    /// Name of the pool that lent it.
+    pub pool: &'static str,
+    /// Time spent waiting for it.
+    pub queue_time: Duration,
+}
+
+impl Pool {
+    fn new(name: &'static str, pool: &PoolConfig, config: &Config) -> Result<Self, PoolError> {
+        let pg = session_config(&pool.database_url, config).map_err(|message| PoolError::Config {
+            pool: name,
+            message,
+        })?;
+        let recycling_method = if config.connection_validation {
+            RecyclingMethod::Verified
+        } else {
+            RecyclingMethod::Fast
+        };
+        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method });
+        let counters = Arc::new(Counters::default());
+        let created = counters.clone();
+        let inner = DeadPool::builder(manager)
+            .max_size(pool.max_size as usize)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.connection_timeout))
+            .create_timeout(Some(config.connection_timeout))
+            .recycle_timeout(Some(config.connection_timeout))
+            .post_create(Hook::sync_fn(move |_, _| {
+                created.created.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }))
+            .build()
+            .map_err(|e| PoolError::Config {
+                pool: name,
+                message: e.to_string(),
+            })?;
+        Ok(Pool {
+            name,
+            inner,
+            min_idle: pool.min_idle,
+            counters,
+        })
+    }
+
+    /// Pool name: `primary` or `failover`.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Active connections as a percentage of the maximum.
+    pub fn utilization_percent(&self) -> f64 {
+        let s = self.inner.status();
+        let active = s.size.saturating_sub(s.available);
+        if s.max_size == 0 {
+            return 100.0;
+        }
+        active as f64 * 100.0 / s.max_size as f64
+    }
+
+    /// Waits for a connection for at most `wait`.
+    async fn acquire(&self, wait: Duration, connect_timeout: Duration) -> Result<Lease, PoolError> {
+        let started = Instant::now();
+        let timeouts = Timeouts {
+            wait: Some(wait),
+            create: Some(connect_timeout.min(wait.max(Duration::from_millis(1)))),
+            recycle: Some(connect_timeout),
+        };
+        let pool = self.name;
+        let conn = self.inner.timeout_get(&timeouts).await.map_err(|e| match e {
+            DeadPoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => PoolError::Exhausted {
+                pool,
+                waited: started.elapsed(),
+            },
+            DeadPoolError::Timeout(_) => PoolError::ConnectTimeout { pool },
+            DeadPoolError::Backend(source) => PoolError::Unavailable { pool, source },
+            DeadPoolError::Closed => PoolError::Closed { pool },
+            other => PoolError::Config {
+                pool,
+                message: other.to_string(),
+            },
+        })?;
+        self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
+        Ok(Lease {
+            conn,
+            pool,
+            queue_time: started.elapsed(),
+        })
+    }
+
+    /// Opens connections up to the minimum, concurrently; returns how many are open.
+    async fn prewarm(&self, connect_timeout: Duration) -> Result<usize, PoolError> {
+        let want = self.min_idle as usize;
+        let mut leases = Vec::with_capacity(want);
+        let results = futures_util::future::join_all(
+            (0..want).map(|_| self.acquire(connect_timeout, connect_timeout)),
+        )
+        .await;
+        for r in results {
+            leases.push(r?);
+        }
+        // Dropping the leases returns them to the pool, warm.
+        Ok(leases.len())
+    }
+
+    /// Live figures for PoolStatus.
+    pub fn stats(&self) -> PoolStats {
+        let s = self.inner.status();
+        let created = self.counters.created.load(Ordering::Relaxed);
+        let checkouts = self.counters.checkouts.load(Ordering::Relaxed);
+        let active = s.size.saturating_sub(s.available);
+        PoolStats {
+            name: self.name.to_owned(),
+            max_connections: s.max_size as u32,
+            min_idle: self.min_idle,
+            total_connections: s.size as u32,
+            active_connections: active as u32,
+            idle_connections: s.available as u32,
+            waiting_requests: s.waiting as u32,
+            utilization_percent: self.utilization_percent(),
+            connections_created: created,
+            checkouts,
+            reuse_rate: if checkouts == 0 {
+                0.0
+            } else {
+                (1.0 - created as f64 / checkouts as f64).max(0.0)
+            },
+        }
+    }
+
+    fn close(&self) {
+        self.inner.close();
+    }
+}
+
+/// The connection settings every pooled session starts with. Set in the startup packet, so
+/// they cost no round trip and `RESET ALL` returns to them.
+fn session_config(url: &str, config: &Config) -> Result<tokio_postgres::Config, String> {
+    let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("pgsidecar");
+    }
+    let statement_timeout = config.query_timeout.map_or(0, |d| d.as_millis());
+    // Result text forms (interval, timestamps inside composites) assume these settings.
+    let ours = format!(
+        "-c statement_timeout={statement_timeout} \
+         -c idle_in_transaction_session_timeout={} \
+         -c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres",
+        config.transaction_idle_timeout.as_millis()
+    );
+    let options = match pg.get_options() {
+        Some(theirs) if !theirs.is_empty() => format!("{theirs} {ours}"),
+        _ => ours,
+    };
+    pg.options(&options);
+    pg.connect_timeout(config.connection_timeout);
+    pg.keepalives(true);
+    pg.keepalives_idle(Duration::from_secs(30));
+    Ok(pg)
+}
+
+/// Both pools and the rule that routes a request to one of them.
+#[derive(Clone)]
+pub struct Pools {
+    primary: Pool,
+    failover: Option<Pool>,
+    threshold_percent: f64,
+    connection_timeout: Duration,
+}
+
+impl Pools {
+    /// Builds the pools; no connection is opened until [`Pools::prewarm`] or first use.
+    pub fn new(config: &Config) -> Result<Self, PoolError> {
+        let primary = Pool::new("primary", &config.primary, config)?;
+        let failover = if config.enable_failover {
+            Some(Pool::new("failover", &config.failover, config)?)
+        } else {
+            None
+        };
+        Ok(Pools {
+            primary,
+            failover,
+            threshold_percent: config.failover_threshold_percent,
+            connection_timeout: config.connection_timeout,
+        })
+    }
+
+    /// The pool that serves a request of this priority now. Critical work moves to the
+    /// reserve when the primary is at or above the threshold; normal work never does, which
+    /// is what keeps the reserve free for it.
+    pub fn route(&self, priority: Priority) -> &Pool {
+        match (&self.failover, priority) {
+            (Some(failover), Priority::Critical)
+                if self.primary.utilization_percent() >= self.threshold_percent =>
+            {
+                failover
+            }
+            _ => &self.primary,
+        }
+    }
+
+    /// Lends a connection for a request of this priority, waiting at most the connection
+    /// timeout and never past `deadline`.
+    pub async fn acquire(
+        &self,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, PoolError> {
+        let pool = self.route(priority);
+        let mut wait = self.connection_timeout;
+        if let Some(deadline) = deadline {
+            wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+        }
+        pool.acquire(wait, self.connection_timeout).await
+    }
+
+    /// Opens every pool's minimum of connections.
+    pub async fn prewarm(&self) -> Result<usize, PoolError> {
+        let mut opened = self.primary.prewarm(self.connection_timeout).await?;
+        if let Some(failover) = &self.failover {
+            opened += failover.prewarm(self.connection_timeout).await?;
+        }
+        Ok(opened)
+    }
+
+    /// The primary pool.
+    pub fn primary(&self) -> &Pool {
+        &self.primary
+    }
+
+    /// Figures for every pool, primary first.
+    pub fn stats(&self) -> Vec<PoolStats> {
+        std::iter::once(&self.primary)
+            .chain(self.failover.as_ref())
+            .map(Pool::stats)
+            .collect()
+    }
+
+    /// Closes both pools: waiting requests fail, lent connections close when returned.
+    pub fn close(&self) {
+        self.primary.close();
+        if let Some(f) = &self.failover {
+            f.close();
+        }
+    }
+}

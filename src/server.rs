@@ -1,0 +1,237 @@
+//! The running sidecar: gRPC (DataAccess, health, reflection) and HTTP (metrics, pool JSON)
+//! listeners, background tasks, and a graceful shutdown that flips health before draining.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::Json;
+use axum::extract::State as AxumState;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+use crate::config::Config;
+use crate::health::Health;
+use crate::pool::{PoolError, Pools};
+use crate::proto::data_access_server::DataAccessServer;
+use crate::service::{DataAccessService, State, Stats};
+
+/// Why the sidecar could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The pools could not be built.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// Reflection descriptors could not be loaded.
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The HTTP server failed.
+    #[error("HTTP server: {0}")]
+    Http(std::io::Error),
+}
+
+/// A started sidecar.
+pub struct Running {
+    /// The bound gRPC address (the real port when configured with port 0).
+    pub grpc_addr: SocketAddr,
+    /// The bound HTTP address.
+    pub http_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    /// Begins a graceful shutdown.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until the sidecar has stopped.
+    pub async fn wait(self) -> Result<(), ServerError> {
+        self.task.await.unwrap_or(Ok(()))
+    }
+}
+
+/// The process-wide Prometheus recorder (a recorder can be installed only once).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+/// Binds the listeners and starts serving; returns once both listen.
+pub async fn start(config: Config) -> Result<Running, ServerError> {
+    let pools = Pools::new(&config)?;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    let health = Health::new(reporter);
+    health.start_serving().await;
+
+    let grpc_listener = bind(config.grpc_addr).await?;
+    let http_listener = bind(config.http_addr).await?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.grpc_addr,
+        source,
+    })?;
+    let http_addr = http_listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.http_addr,
+        source,
+    })?;
+
+    let state = Arc::new(State {
+        stats: Stats::new(config.slow_query),
+        config: config.clone(),
+        pools: pools.clone(),
+        health: health.clone(),
+    });
+    let limit = config.limits.max_message_bytes;
+    let data_access = DataAccessServer::new(DataAccessService::new(state.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let (reflection_v1, reflection_v1alpha) = if config.reflection {
+        let v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        (Some(v1), Some(v1alpha))
+    } else {
+        (None, None)
+    };
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    // Warm the pools, then keep probing: readiness waits for the minimum to be open.
+    {
+        let (pools, health, stop) = (pools.clone(), health.clone(), shutdown_rx.clone());
+        let interval = config.health_check_interval;
+        tokio::spawn(async move {
+            match pools.prewarm().await {
+                Ok(n) => tracing::info!(connections = n, "pools prewarmed"),
+                Err(e) => tracing::warn!(error = %e, "prewarm failed; will keep probing"),
+            }
+            health.run_probe(pools, interval, stop).await;
+        });
+    }
+
+    let grpc = Server::builder()
+        .tcp_nodelay(true)
+        .http2_adaptive_window(Some(true))
+        .add_service(health_service)
+        .add_service(data_access)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            wait_for(shutdown_rx.clone()),
+        );
+
+    let http = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/pool", get(pool_json))
+        .with_state(state.clone());
+    let http = axum::serve(http_listener, http).with_graceful_shutdown(wait_for(shutdown_rx.clone()));
+
+    let grace = config.shutdown_grace;
+    let mut on_shutdown = shutdown_rx;
+    let task = tokio::spawn(async move {
+        let grpc = tokio::spawn(grpc);
+        let http = tokio::spawn(async move { http.await.map_err(ServerError::Http) });
+        let _ = on_shutdown.wait_for(|stop| *stop).await;
+        // Health flips first, so probes stop routing here before the drain begins; the
+        // listeners have already stopped accepting (they watch the same signal).
+        health.shutting_down().await;
+        let drained = tokio::time::timeout(grace, async {
+            let g = grpc.await;
+            let h = http.await;
+            (g, h)
+        })
+        .await;
+        pools.close();
+        match drained {
+            Ok((g, h)) => {
+                g.unwrap_or(Ok(()))?;
+                h.unwrap_or(Ok(()))?;
+            }
+            Err(_) => tracing::warn!(?grace, "shutdown grace period ended with calls in flight"),
+        }
+        Ok(())
+    });
+
+    tracing::info!(%grpc_addr, %http_addr, "pgsidecar listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+async fn metrics(AxumState(state): AxumState<Arc<State>>) -> String {
+    for p in state.pools.stats() {
+        let pool = p.name.clone();
+        metrics::gauge!("pgsidecar_pool_max_connections", "pool" => pool.clone())
+            .set(p.max_connections as f64);
+        metrics::gauge!("pgsidecar_pool_active_connections", "pool" => pool.clone())
+            .set(p.active_connections as f64);
+        metrics::gauge!("pgsidecar_pool_idle_connections", "pool" => pool.clone())
+            .set(p.idle_connections as f64);
+        metrics::gauge!("pgsidecar_pool_waiting_requests", "pool" => pool)
+            .set(p.waiting_requests as f64);
+    }
+    metrics_handle().render()
+}
+
+async fn pool_json(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
+    let primary = state.pools.primary().stats();
+    let q = state.stats.snapshot();
+    Json(serde_json::json!({
+        "activeConnections": primary.active_connections,
+        "idleConnections": primary.idle_connections,
+        "totalConnections": primary.total_connections,
+        "waitingRequests": primary.waiting_requests,
+        "maxConnections": primary.max_connections,
+        "utilizationPercentage": primary.utilization_percent,
+        "averageQueryTime": q.latency_avg_ms,
+        "totalQueries": q.total,
+        "failedQueries": q.failed,
+        "databaseReachable": state.health.database_reachable(),
+    }))
+}
+
+/// Initialises the process-wide metrics recorder; call once at start.
+pub fn init_metrics() {
+    let _ = metrics_handle();
+}

@@ -1,0 +1,94 @@
+//! A request's time budget: the gRPC deadline (the `grpc-timeout` header) and the request's
+//! own timeout, whichever ends first.
+
+use std::time::{Duration, Instant};
+
+use tonic::metadata::MetadataMap;
+
+/// When a request must be answered by, and when its statement must stop.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// When the client stops waiting (the gRPC deadline), if it set one.
+    pub respond_by: Option<Instant>,
+    /// When the statement is cancelled: the earlier of the request's timeout and a moment
+    /// before `respond_by`, so our own DEADLINE_EXCEEDED, with PostgreSQL's answer to the
+    /// cancel, reaches the client before tonic's deadline timer ends the call blankly.
+    pub stop_at: Option<Instant>,
+}
+
+/// Parses `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
+    let raw = metadata.get("grpc-timeout")?.to_str().ok()?;
+    if raw.len() < 2 || raw.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = raw.split_at(raw.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+impl Budget {
+    /// The budget of a request received at `start`, with the request's own `timeout`.
+    pub fn new(start: Instant, metadata: &MetadataMap, timeout: Option<Duration>) -> Self {
+        let respond_by = grpc_timeout(metadata).map(|d| start + d);
+        // Leave a tenth of the budget, at most 25 ms, to cancel and answer.
+        let early = respond_by.map(|t| {
+            let total = t.saturating_duration_since(start);
+            t - (total / 10).min(Duration::from_millis(25))
+        });
+        let own = timeout.map(|d| start + d);
+        let stop_at = match (early, own) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Budget {
+            respond_by,
+            stop_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        let cases = [
+            ("5S", Some(Duration::from_secs(5))),
+            ("250m", Some(Duration::from_millis(250))),
+            ("1H", Some(Duration::from_secs(3600))),
+            ("99999999u", Some(Duration::from_micros(99_999_999))),
+            ("5", None),
+            ("5x", None),
+            ("123456789S", None),
+        ];
+        for (raw, want) in cases {
+            let mut m = MetadataMap::new();
+            m.insert("grpc-timeout", raw.parse().expect("ascii"));
+            assert_eq!(grpc_timeout(&m), want, "{raw}");
+        }
+    }
+
+    #[test]
+    fn stop_at_is_the_earlier_limit() {
+        let start = Instant::now();
+        let mut m = MetadataMap::new();
+        m.insert("grpc-timeout", "1S".parse().expect("ascii"));
+        let b = Budget::new(start, &m, Some(Duration::from_millis(100)));
+        assert_eq!(b.stop_at, Some(start + Duration::from_millis(100)));
+        let b = Budget::new(start, &m, None);
+        assert_eq!(b.stop_at, Some(start + Duration::from_millis(975)));
+        assert_eq!(b.respond_by, Some(start + Duration::from_secs(1)));
+        let b = Budget::new(start, &MetadataMap::new(), None);
+        assert!(b.stop_at.is_none());
+    }
+}

@@ -1,0 +1,216 @@
+//! Running one statement on a leased connection: prepare (cached per connection), bind,
+//! read and decode rows within the limits, and cancel it in PostgreSQL when the budget ends
+//! or the caller goes away.
+
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::{ClientWrapper, Object};
+use futures_util::{TryStreamExt, future::join_all, pin_mut};
+use prost::Message;
+use tokio_postgres::types::{IsNull, ToSql, Type};
+use tokio_postgres::{CancelToken, NoTls};
+
+use super::command_tag::command_tag;
+use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell};
+use crate::config::Limits;
+use crate::error::Error;
+use crate::pool::Lease;
+use crate::proto::{QueryResponse, Row, Value, value::Kind as V};
+
+/// One statement to run.
+pub struct Spec<'a> {
+    /// The SQL text.
+    pub sql: &'a str,
+    /// Values for `$1..$n`.
+    pub params: &'a [Value],
+    /// Rows to return; 0 means the server's limit.
+    pub max_rows: u32,
+}
+
+/// What running a statement produced, before `info` is filled in.
+pub struct Executed {
+    /// The response without `info`.
+    pub response: QueryResponse,
+    /// The statement was already prepared on this connection.
+    pub cached: bool,
+    /// From sending the statement to its last row.
+    pub execution_time: Duration,
+}
+
+/// Room left in a response for everything but the rows.
+const RESPONSE_OVERHEAD: usize = 64 * 1024;
+
+/// Runs `spec` on `client` and collects its result within `limits`.
+pub async fn run(client: &ClientWrapper, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Error> {
+    let before = client.statement_cache.size();
+    let stmt = client.prepare_cached(spec.sql).await?;
+    let cached = client.statement_cache.size() == before;
+    let params = bind_params(stmt.params(), spec.params)?;
+    let columns: Vec<_> = stmt.columns().iter().map(column_of).collect();
+    let max_rows = match spec.max_rows {
+        0 => limits.max_rows,
+        n => n.min(limits.max_rows),
+    } as u64;
+    let byte_limit = limits.max_message_bytes.saturating_sub(RESPONSE_OVERHEAD);
+
+    let started = Instant::now();
+    let stream = client.query_raw(&stmt, params.iter()).await?;
+    pin_mut!(stream);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut needs_server: Vec<(usize, usize, Type, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    let mut seen = 0u64;
+    while let Some(row) = stream.try_next().await? {
+        seen += 1;
+        // Rows past the limit are read, not decoded, so the count and the command tag stay
+        // exact and the connection is left ready for the next statement.
+        if seen > max_rows {
+            continue;
+        }
+        let mut values = Vec::with_capacity(row.len());
+        for (i, col) in row.columns().iter().enumerate() {
+            let RawCell(raw) = row.try_get(i)?;
+            match decode_cell(col.type_(), raw)? {
+                Decoded::Value(v) => values.push(v),
+                Decoded::NeedsServer => {
+                    let raw = raw.unwrap_or_default().to_vec();
+                    needs_server.push((rows.len(), i, col.type_().clone(), raw));
+                    values.push(Value::default());
+                }
+            }
+        }
+        let row = Row { values };
+        bytes += row.encoded_len();
+        if bytes > byte_limit {
+            return Err(Error::ResponseTooLarge {
+                limit: limits.max_message_bytes,
+            });
+        }
+        rows.push(row);
+    }
+    let rows_affected = stream.rows_affected();
+    fill_server_text(client, &mut rows, needs_server).await?;
+    let execution_time = started.elapsed();
+
+    Ok(Executed {
+        response: QueryResponse {
+            columns,
+            rows,
+            rows_affected: rows_affected.unwrap_or(0),
+            command_tag: command_tag(spec.sql, rows_affected),
+            truncated: seen > max_rows,
+            info: None,
+        },
+        cached,
+        execution_time,
+    })
+}
+
+/// A value in its binary form, sent back to PostgreSQL as a parameter of its own type.
+#[derive(Debug)]
+struct RawParam<'a>(&'a [u8]);
+
+impl ToSql for RawParam<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0);
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    tokio_postgres::types::to_sql_checked!();
+}
+
+/// Asks PostgreSQL for the text output of values whose binary form is not decoded here
+/// (extension types, tsvector, geometric types, ...). The requests are pipelined on the
+/// connection, so a column of such values costs about one round trip.
+async fn fill_server_text(
+    client: &ClientWrapper,
+    rows: &mut [Row],
+    cells: Vec<(usize, usize, Type, Vec<u8>)>,
+) -> Result<(), Error> {
+    if cells.is_empty() {
+        return Ok(());
+    }
+    let texts = join_all(cells.iter().map(|(_, _, ty, raw)| async move {
+        let stmt = client
+            .prepare_typed_cached("SELECT $1::text", std::slice::from_ref(ty))
+            .await?;
+        let row = client.query_one(&stmt, &[&RawParam(raw)]).await?;
+        row.try_get::<_, String>(0)
+    }))
+    .await;
+    for ((r, c, _, _), text) in cells.into_iter().zip(texts) {
+        rows[r].values[c] = Value {
+            kind: Some(V::TextValue(text?)),
+        };
+    }
+    Ok(())
+}
+
+/// A lease with a statement in flight. If it is dropped before [`InFlight::finish`] (the
+/// caller went away, or the deadline passed) the statement is cancelled in PostgreSQL and
+/// the connection discarded, so no orphan query keeps a backend busy and a late cancel can
+/// never hit the next user of the connection.
+pub struct InFlight {
+    lease: Option<Lease>,
+    token: CancelToken,
+    cancel_sent: Cell<bool>,
+}
+
+impl InFlight {
+    /// Arms the guard for a lease about to run a statement.
+    pub fn new(lease: Lease) -> Self {
+        let token = lease.conn.cancel_token();
+        InFlight {
+            lease: Some(lease),
+            token,
+            cancel_sent: Cell::new(false),
+        }
+    }
+
+    /// The connection.
+    pub fn client(&self) -> &ClientWrapper {
+        &self.lease.as_ref().expect("lease held until finish").conn
+    }
+
+    /// Sends PostgreSQL a CancelRequest for whatever runs on the connection now.
+    pub fn cancel(&self) {
+        if !self.cancel_sent.replace(true) {
+            let token = self.token.clone();
+            tokio::spawn(async move { token.cancel_query(NoTls).await });
+        }
+    }
+
+    /// The statement is over: the connection goes back to its pool, unless a cancel was
+    /// sent, in which case it is discarded.
+    pub fn finish(mut self) {
+        if let Some(lease) = self.lease.take()
+            && self.cancel_sent.get()
+        {
+            drop(Object::take(lease.conn));
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            let token = self.token.clone();
+            let already = self.cancel_sent.get();
+            tokio::spawn(async move {
+                if !already {
+                    let _ = token.cancel_query(NoTls).await;
+                }
+                drop(Object::take(lease.conn));
+            });
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! PoolStatus: the pools' live figures, query counters and latency, and reachability.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::proto::{PoolStatusResponse, QueryStats, StatementCacheStats};
+
+use super::State;
+
+/// Width of the latency window PoolStatus reports over.
+const WINDOW: Duration = Duration::from_secs(60);
+/// The window is kept as this many one-second slices.
+const SLICES: usize = 60;
+
+/// Query counters and a sliding latency window of per-second histograms.
+pub struct Stats {
+    total: AtomicU64,
+    failed: AtomicU64,
+    slow: AtomicU64,
+    slow_threshold: Duration,
+    started: Instant,
+    window: Mutex<Window>,
+}
+
+struct Window {
+    /// One histogram (microseconds) per second; `stamps[i]` says which second it holds.
+    slices: Vec<hdrhistogram::Histogram<u64>>,
+    stamps: Vec<u64>,
+}
+
+impl Stats {
+    /// Counters starting now; statements slower than `slow_threshold` count as slow.
+    pub fn new(slow_threshold: Duration) -> Self {
+        let hist = || hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
+        Stats {
+            total: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            slow_threshold,
+            started: Instant::now(),
+            window: Mutex::new(Window {
+                slices: (0..SLICES).map(|_| hist()).collect(),
+                stamps: vec![u64::MAX; SLICES],
+            }),
+        }
+    }
+
+    /// Records one statement's latency and outcome.
+    pub fn record(&self, latency: Duration, ok: bool) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        if latency >= self.slow_threshold {
+            self.slow.fetch_add(1, Ordering::Relaxed);
+        }
+        let second = self.started.elapsed().as_secs();
+        let i = (second % SLICES as u64) as usize;
+        let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
+        let mut w = self.window.lock().expect("stats lock poisoned");
+        if w.stamps[i] != second {
+            w.slices[i].reset();
+            w.stamps[i] = second;
+        }
+        let _ = w.slices[i].record(micros);
+    }
+
+    /// Counters since start and latency over the window.
+    pub fn snapshot(&self) -> QueryStats {
+        let now = self.started.elapsed().as_secs();
+        let oldest = now.saturating_sub(WINDOW.as_secs() - 1);
+        let mut merged =
+            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
+        {
+            let w = self.window.lock().expect("stats lock poisoned");
+            for (slice, &stamp) in w.slices.iter().zip(&w.stamps) {
+                if stamp != u64::MAX && stamp >= oldest {
+                    let _ = merged.add(slice);
+                }
+            }
+        }
+        let ms = |micros: f64| micros / 1000.0;
+        let pct = |q: f64| if merged.is_empty() { 0.0 } else { ms(merged.value_at_quantile(q) as f64) };
+        QueryStats {
+            total: self.total.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retried: 0,
+            latency_avg_ms: if merged.is_empty() { 0.0 } else { ms(merged.mean()) },
+            latency_p50_ms: pct(0.50),
+            latency_p95_ms: pct(0.95),
+            latency_p99_ms: pct(0.99),
+            slow: self.slow.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Time since the sidecar started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+/// Builds the PoolStatus answer.
+pub(super) fn pool_status(state: &State) -> PoolStatusResponse {
+    PoolStatusResponse {
+        pools: state.pools.stats(),
+        queries: Some(state.stats.snapshot()),
+        statement_cache: Some(StatementCacheStats::default()),
+        database_reachable: state.health.database_reachable(),
+        uptime: prost_types::Duration::try_from(state.stats.uptime()).ok(),
+    }
+}
