@@ -11,10 +11,12 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tonic::codegen::http;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
 use crate::config::Config;
+use crate::error::Error;
 use crate::health::Health;
 use crate::pool::{PoolError, Pools};
 use crate::proto::data_access_server::DataAccessServer;
@@ -145,6 +147,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let grpc = Server::builder()
         .tcp_nodelay(true)
         .http2_adaptive_window(Some(true))
+        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
         .add_service(health_service)
         .add_service(data_access)
         .add_optional_service(reflection_v1)
@@ -197,6 +200,28 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
+}
+
+/// tonic refuses a request over the message size limit with OUT_OF_RANGE and no details;
+/// the contract makes it INVALID_ARGUMENT with an ErrorInfo like every other bad request.
+fn oversized_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let oversized = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|m| m.starts_with("Error, decoded message length too large"));
+    if oversized {
+        let message = headers
+            .get("grpc-message")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .replace("%25", "%");
+        let status = tonic::Status::from(Error::invalid("request", message));
+        headers.remove("grpc-message");
+        let _ = status.add_header(headers);
+    }
+    response
 }
 
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> String {

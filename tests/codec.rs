@@ -1,0 +1,256 @@
+//! Codec round trips through the real server and PostgreSQL, in the manner of rust-postgres's
+//! type tests: every value as a literal and as a `$1` parameter, with NULL and edge values.
+//! For values that come back as text, PostgreSQL's own output (`format('%s', v)`) is the
+//! reference.
+
+mod support;
+
+use pgsidecar::proto::{Value, value::Kind};
+use support::*;
+
+/// Equality that treats NaN as equal to NaN, recursively.
+fn same(a: &Value, b: &Value) -> bool {
+    match (&a.kind, &b.kind) {
+        (Some(Kind::FloatValue(x)), Some(Kind::FloatValue(y))) => {
+            (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
+        }
+        (Some(Kind::ArrayValue(x)), Some(Kind::ArrayValue(y))) => {
+            x.values.len() == y.values.len() && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
+        }
+        _ => a == b,
+    }
+}
+
+/// Types made for this test run, so parallel runs do not collide.
+struct Types {
+    mood: String,
+    posint: String,
+    pair: String,
+}
+
+async fn make_types() -> Types {
+    let db = admin().await;
+    let t = Types {
+        mood: unique("mood"),
+        posint: unique("posint"),
+        pair: unique("pair"),
+    };
+    db.batch_execute(&format!(
+        "CREATE TYPE {} AS ENUM ('sad', 'happy');
+         CREATE DOMAIN {} AS int4 CHECK (VALUE > 0);
+         CREATE TYPE {} AS (n int4, label text);",
+        t.mood, t.posint, t.pair
+    ))
+    .await
+    .expect("create types");
+    t
+}
+
+async fn drop_types(t: &Types) {
+    let db = admin().await;
+    db.batch_execute(&format!(
+        "DROP TYPE {}; DROP DOMAIN {}; DROP TYPE {};",
+        t.mood, t.posint, t.pair
+    ))
+    .await
+    .expect("drop types");
+}
+
+/// (SQL type, literal, expected value)
+fn cases(t: &Types) -> Vec<(String, String, Value)> {
+    let thousand_digits = format!("{}.{}", "9".repeat(500), "1".repeat(500));
+    let c = |ty: &str, lit: &str, v: Value| (ty.to_owned(), lit.to_owned(), v);
+    vec![
+        c("bool", "true", boolean(true)),
+        c("bool", "false", boolean(false)),
+        c("bool", "NULL", null()),
+        c("int2", "-32768", int(-32768)),
+        c("int2", "32767", int(32767)),
+        c("int4", "-2147483648", int(i32::MIN.into())),
+        c("int4", "2147483647", int(i32::MAX.into())),
+        c("int8", "-9223372036854775808", int(i64::MIN)),
+        c("int8", "9223372036854775807", int(i64::MAX)),
+        c("oid", "4294967295", int(u32::MAX.into())),
+        c("float4", "1.5", float(1.5)),
+        c("float4", "'3.4028235e38'", float(f32::MAX.into())),
+        c("float4", "'NaN'", float(f64::NAN)),
+        c("float4", "'Infinity'", float(f64::INFINITY)),
+        c("float4", "'-Infinity'", float(f64::NEG_INFINITY)),
+        c("float8", "'1.7976931348623157e308'", float(f64::MAX)),
+        c("float8", "'5e-324'", float(5e-324)),
+        c("float8", "'-0'", float(-0.0)),
+        c("float8", "'NaN'", float(f64::NAN)),
+        c("float8", "'Infinity'", float(f64::INFINITY)),
+        c("float8", "'-Infinity'", float(f64::NEG_INFINITY)),
+        c("numeric", &format!("'{thousand_digits}'"), numeric(&thousand_digits)),
+        c("numeric", "'-12.500'", numeric("-12.500")),
+        c("numeric", "'0.000001'", numeric("0.000001")),
+        c("numeric", "'NaN'", numeric("NaN")),
+        c("numeric", "'Infinity'", numeric("Infinity")),
+        c("numeric", "'-Infinity'", numeric("-Infinity")),
+        c("text", "'héllo wörld ✓ 日本'", text("héllo wörld ✓ 日本")),
+        c("text", "''", text("")),
+        c("text", "NULL", null()),
+        c("varchar(10)", "'abc'", text("abc")),
+        c("bpchar(4)", "'ab'", text("ab  ")),
+        c("name", "'pg_class'", text("pg_class")),
+        c("bytea", "'\\x00ff0000'", bytes(&[0, 255, 0, 0])),
+        c("bytea", "''", bytes(&[])),
+        c("uuid", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
+        c("json", "'{\"a\": [1, 2],  \"b\": null}'", json("{\"a\": [1, 2],  \"b\": null}")),
+        c("jsonb", "'{\"b\": 1, \"a\": [true]}'", json("{\"a\": [true], \"b\": 1}")),
+        c("date", "'2024-02-29'", date("2024-02-29")),
+        c("date", "'0001-01-01'", date("0001-01-01")),
+        c("date", "'0044-03-15 BC'", text("0044-03-15 BC")),
+        c("date", "'infinity'", text("infinity")),
+        c("date", "'-infinity'", text("-infinity")),
+        c("timestamp", "'2024-01-02 03:04:05.123456'", timestamp(1_704_164_645, 123_456_000)),
+        c("timestamp", "'1970-01-01 00:00:00'", timestamp(0, 0)),
+        c("timestamp", "'infinity'", text("infinity")),
+        c("timestamp", "'-infinity'", text("-infinity")),
+        c("timestamptz", "'2024-01-02 03:04:05.5+02'", timestamp(1_704_157_445, 500_000_000)),
+        c("timestamptz", "'1960-06-01 00:00:00+00'", timestamp(-302_486_400, 0)),
+        c("timestamptz", "'infinity'", text("infinity")),
+        c("timestamptz", "'-infinity'", text("-infinity")),
+        c("time", "'13:45:00.5'", text("13:45:00.5")),
+        c("time", "'24:00:00'", text("24:00:00")),
+        c("timetz", "'13:45:00+05:30'", text("13:45:00+05:30")),
+        c("interval", "'1 year 2 mons 3 days 04:05:06.5'", text("1 year 2 mons 3 days 04:05:06.5")),
+        c("interval", "'-1 days +02:00:00'", text("-1 days +02:00:00")),
+        c("inet", "'10.0.0.1'", text("10.0.0.1")),
+        c("inet", "'2001:db8::1/64'", text("2001:db8::1/64")),
+        c("cidr", "'10.0.0.0/8'", text("10.0.0.0/8")),
+        c("macaddr", "'08:00:2b:01:02:03'", text("08:00:2b:01:02:03")),
+        c("bit(4)", "B'1010'", text("1010")),
+        c("money", "'12.34'", text("$12.34")),
+        c("tsvector", "'a fat cat'", text("'a' 'cat' 'fat'")),
+        c("point", "'(1,2)'", text("(1,2)")),
+        c(&t.mood, "'happy'", text("happy")),
+        c(&t.posint, "5", int(5)),
+        c(&t.pair, "'(1,\"a b\")'", text("(1,\"a b\")")),
+        c(&t.pair, "'(,)'", text("(,)")),
+        c("int4range", "'[1,10)'", text("[1,10)")),
+        c("int4range", "'empty'", text("empty")),
+        c("tstzrange", "'[2024-01-01 00:00:00+00,)'", text("[\"2024-01-01 00:00:00+00\",)")),
+        c("numrange", "'(1.5,2.5]'", text("(1.5,2.5]")),
+        c("int4[]", "'{1,NULL,3}'", array(vec![int(1), null(), int(3)])),
+        c("int4[]", "'{}'", array(vec![])),
+        c("text[]", "'{\"a b\",NULL,\"\",\"NULL\"}'", array(vec![text("a b"), null(), text(""), text("NULL")])),
+        c(
+            "uuid[]",
+            "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}'",
+            array(vec![uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"), null()]),
+        ),
+        c(
+            "int4[]",
+            "'{{1,2},{3,NULL}}'",
+            array(vec![array(vec![int(1), int(2)]), array(vec![int(3), null()])]),
+        ),
+        c("interval[]", "'{\"1 day\",NULL}'", array(vec![text("1 day"), null()])),
+    ]
+}
+
+#[tokio::test]
+async fn every_type_round_trips_as_literal_and_as_parameter() {
+    let sidecar = Sidecar::start(&[]);
+    let mut client = sidecar.client().await;
+    let types = make_types().await;
+    let mut failures = Vec::new();
+    for (ty, lit, want) in cases(&types) {
+        // As a literal.
+        let got = query(&mut client, &format!("SELECT CAST({lit} AS {ty})"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("literal {lit}::{ty}: {e:?}"));
+        if !same(scalar(&got), &want) {
+            failures.push(format!("literal {lit}::{ty}: got {:?}, want {want:?}", scalar(&got)));
+        }
+        // As a parameter: the expected value bound to $1 of that type comes back unchanged.
+        let got = query(&mut client, &format!("SELECT $1::{ty}"), vec![want.clone()])
+            .await
+            .unwrap_or_else(|e| panic!("param {want:?} as {ty}: {e:?}"));
+        if !same(scalar(&got), &want) {
+            failures.push(format!("param {ty}: got {:?}, want {want:?}", scalar(&got)));
+        }
+        // Text forms are PostgreSQL's own output for the value.
+        if let Some(Kind::TextValue(s)) = &want.kind {
+            let reference = query(&mut client, &format!("SELECT format('%s', CAST({lit} AS {ty}))"), vec![])
+                .await
+                .expect("format");
+            if scalar(&reference) != &text(s) {
+                failures.push(format!("{lit}::{ty}: PostgreSQL prints {:?}, we said {s:?}", scalar(&reference)));
+            }
+        }
+    }
+    drop_types(&types).await;
+    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[tokio::test]
+async fn columns_report_names_oids_and_pg_type_names() {
+    let sidecar = Sidecar::start(&[]);
+    let mut client = sidecar.client().await;
+    let resp = query(
+        &mut client,
+        "SELECT 1::int4 AS a, 'x'::text AS b, '{1}'::int4[] AS c, now() AS d",
+        vec![],
+    )
+    .await
+    .expect("query");
+    let cols: Vec<(&str, u32, &str)> = resp
+        .columns
+        .iter()
+        .map(|c| (c.name.as_str(), c.type_oid, c.type_name.as_str()))
+        .collect();
+    assert_eq!(
+        cols,
+        vec![("a", 23, "int4"), ("b", 25, "text"), ("c", 1007, "_int4"), ("d", 1184, "timestamptz")]
+    );
+}
+
+/// The binding rules of API.md: each case binds to the types it names.
+#[tokio::test]
+async fn parameters_bind_by_the_contract_rules() {
+    let sidecar = Sidecar::start(&[]);
+    let mut client = sidecar.client().await;
+    let cases: Vec<(&str, Value, Value)> = vec![
+        ("SELECT $1::int8", numeric("12.000"), int(12)),
+        ("SELECT $1::int2", numeric("-7"), int(-7)),
+        ("SELECT $1::float8", int(3), float(3.0)),
+        ("SELECT $1::float4", numeric("0.5"), float(0.5)),
+        ("SELECT $1::numeric", int(i64::MIN), numeric("-9223372036854775808")),
+        ("SELECT $1::numeric", float(0.1), numeric("0.1")),
+        ("SELECT $1::numeric", float(f64::NAN), numeric("NaN")),
+        ("SELECT $1::interval", text("1 day"), text("1 day")),
+        ("SELECT $1::int4[]", text("{1,2}"), array(vec![int(1), int(2)])),
+        ("SELECT $1::inet", text("10.0.0.1"), text("10.0.0.1")),
+        ("SELECT $1::bool", text("yes"), boolean(true)),
+        ("SELECT $1::int4", text("42"), int(42)),
+        ("SELECT $1::timestamp", timestamp(0, 0), timestamp(0, 0)),
+        ("SELECT $1::text", null(), null()),
+        ("SELECT $1::uuid", uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
+        ("SELECT $1::jsonb", json("[1, {\"a\": 2}]"), json("[1, {\"a\": 2}]")),
+        (
+            "SELECT $1::inet[]",
+            array(vec![text("10.0.0.1"), null(), text("::1")]),
+            array(vec![text("10.0.0.1"), null(), text("::1")]),
+        ),
+        (
+            "SELECT $1::text[]",
+            array(vec![text("a,b"), text("{"), null()]),
+            array(vec![text("a,b"), text("{"), null()]),
+        ),
+        (
+            "SELECT $1::int8[]",
+            array(vec![array(vec![int(1), int(2)]), array(vec![int(3), int(4)])]),
+            array(vec![array(vec![int(1), int(2)]), array(vec![int(3), int(4)])]),
+        ),
+        ("SELECT $1::numeric[]", array(vec![numeric("1.50"), int(2)]), array(vec![numeric("1.50"), numeric("2")])),
+        ("SELECT array_length($1::int4[], 1)", array(vec![]), null()),
+    ];
+    for (sql, param, want) in cases {
+        let got = query(&mut client, sql, vec![param.clone()])
+            .await
+            .unwrap_or_else(|e| panic!("{sql} with {param:?}: {e:?}"));
+        assert!(same(scalar(&got), &want), "{sql} with {param:?}: got {:?}", scalar(&got));
+    }
+}

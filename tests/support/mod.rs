@@ -1,0 +1,234 @@
+//! Test support: runs the real pgsidecar binary on ephemeral ports against the real
+//! PostgreSQL, and offers a generated client, a direct admin connection and value helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use pgsidecar::proto::data_access_client::DataAccessClient;
+use pgsidecar::proto::{ArrayValue, QueryRequest, QueryResponse, Value, value::Kind};
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+/// The PostgreSQL the tests use: `DATABASE_URL`, else the local server.
+pub fn database_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A unique lowercase identifier for tables, types and schemas of one test.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A running pgsidecar process; killed when dropped.
+pub struct Sidecar {
+    pub child: Child,
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Sidecar {
+    /// Starts the binary with small pools (so parallel tests stay under max_connections) and
+    /// `extra` flags, and waits for its "listening" line.
+    pub fn start(extra: &[&str]) -> Sidecar {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// As [`Sidecar::start`], with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Sidecar {
+        let url = database_url();
+        let mut args = vec![
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+            "--pool-max",
+            "4",
+            "--pool-min",
+            "1",
+            "--failover-pool-max",
+            "2",
+            "--failover-pool-min",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgsidecar"));
+        cmd.args(&args)
+            .env_remove("DATABASE_URL")
+            .env("PGSIDECAR_LOG_LEVEL", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn pgsidecar");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        {
+            let sink = stderr.clone();
+            let err = child.stderr.take().expect("stderr");
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    let mut s = sink.lock().expect("lock");
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+        }
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        out.read_line(&mut line).expect("read listening line");
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| panic!("no {key} in {line:?}; stderr: {}", stderr.lock().unwrap()))
+                .parse()
+                .expect("address")
+        };
+        let (grpc, http) = (addr("grpc="), addr("http="));
+        Sidecar {
+            child,
+            grpc,
+            http,
+            stderr,
+        }
+    }
+
+    /// A generated client connected over TCP.
+    pub async fn client(&self) -> DataAccessClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.grpc))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connect to sidecar");
+        DataAccessClient::new(channel)
+    }
+
+    /// What the process has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("lock").clone()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pgsidecar did not exit within 15 s of SIGTERM");
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A direct connection for setting up and checking the database.
+pub async fn admin() -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&database_url(), tokio_postgres::NoTls)
+        .await
+        .expect("admin connection");
+    tokio::spawn(conn);
+    client
+}
+
+/// A request for `sql` with `params`.
+pub fn request(sql: &str, params: Vec<Value>) -> QueryRequest {
+    QueryRequest {
+        sql: sql.to_owned(),
+        params,
+        ..Default::default()
+    }
+}
+
+/// Runs a Query.
+pub async fn query(
+    client: &mut DataAccessClient<Channel>,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<QueryResponse, tonic::Status> {
+    client
+        .query(request(sql, params))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+/// The single value of a one-row, one-column result.
+pub fn scalar(resp: &QueryResponse) -> &Value {
+    assert_eq!(resp.rows.len(), 1, "one row expected: {resp:?}");
+    assert_eq!(resp.rows[0].values.len(), 1, "one column expected");
+    &resp.rows[0].values[0]
+}
+
+/// `ErrorInfo` reason and metadata of a failed call, asserting the domain.
+pub fn error_info(status: &tonic::Status) -> (String, std::collections::HashMap<String, String>) {
+    let details = status.get_error_details();
+    let info = details
+        .error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "pgsidecar");
+    (info.reason.clone(), info.metadata.clone())
+}
+
+/// The field named by the first `BadRequest` violation, if any.
+pub fn bad_field(status: &tonic::Status) -> Option<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+}
+
+pub fn null() -> Value {
+    Value { kind: Some(Kind::NullValue(0)) }
+}
+pub fn boolean(b: bool) -> Value {
+    Value { kind: Some(Kind::BoolValue(b)) }
+}
+pub fn int(n: i64) -> Value {
+    Value { kind: Some(Kind::IntValue(n)) }
+}
+pub fn float(x: f64) -> Value {
+    Value { kind: Some(Kind::FloatValue(x)) }
+}
+pub fn text(s: &str) -> Value {
+    Value { kind: Some(Kind::TextValue(s.to_owned())) }
+}
+pub fn bytes(b: &[u8]) -> Value {
+    Value { kind: Some(Kind::BytesValue(b.to_vec())) }
+}
+pub fn numeric(s: &str) -> Value {
+    Value { kind: Some(Kind::NumericValue(s.to_owned())) }
+}
+pub fn date(s: &str) -> Value {
+    Value { kind: Some(Kind::DateValue(s.to_owned())) }
+}
+pub fn uuid(s: &str) -> Value {
+    Value { kind: Some(Kind::UuidValue(s.to_owned())) }
+}
+pub fn json(s: &str) -> Value {
+    Value { kind: Some(Kind::JsonValue(s.to_owned())) }
+}
+pub fn timestamp(seconds: i64, nanos: i32) -> Value {
+    Value { kind: Some(Kind::TimestampValue(prost_types::Timestamp { seconds, nanos })) }
+}
+pub fn array(values: Vec<Value>) -> Value {
+    Value { kind: Some(Kind::ArrayValue(ArrayValue { values })) }
+}
