@@ -40,7 +40,9 @@ impl Health {
 
     /// Liveness SERVING; readiness as last probed.
     pub async fn start_serving(&self) {
-        self.reporter.set_service_status("", ServingStatus::Serving).await;
+        self.reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
     }
 
     async fn set_ready(&self, ready: bool) {
@@ -48,14 +50,22 @@ impl Health {
         if self.shutting_down.load(Ordering::Relaxed) {
             return;
         }
-        let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-        self.reporter.set_service_status(READINESS_SERVICE, status).await;
+        let status = if ready {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.reporter
+            .set_service_status(READINESS_SERVICE, status)
+            .await;
     }
 
     /// Shutdown began: both statuses go NOT_SERVING before the drain, for good.
     pub async fn shutting_down(&self) {
         self.shutting_down.store(true, Ordering::Relaxed);
-        self.reporter.set_service_status("", ServingStatus::NotServing).await;
+        self.reporter
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
         self.reporter
             .set_service_status(READINESS_SERVICE, ServingStatus::NotServing)
             .await;
@@ -63,7 +73,12 @@ impl Health {
 
     /// Probes PostgreSQL through the primary pool every `interval` until `stop` changes.
     /// The probe borrows a pooled connection, so a warm pool costs no new connection.
-    pub async fn run_probe(self, pools: Pools, interval: Duration, mut stop: watch::Receiver<bool>) {
+    pub async fn run_probe(
+        self,
+        pools: Pools,
+        interval: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) {
         loop {
             let ok = probe(&pools, interval).await;
             if ok != self.database_reachable() {

@@ -8,7 +8,9 @@ use tracing_subscriber::EnvFilter;
 
 fn init_logging(config: &Config) {
     let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
@@ -54,7 +56,10 @@ fn main() -> ExitCode {
             }
         };
         // One machine-readable line on stdout, so supervisors and tests learn the ports.
-        println!("pgsidecar listening grpc={} http={}", running.grpc_addr, running.http_addr);
+        println!(
+            "pgsidecar listening grpc={} http={}",
+            running.grpc_addr, running.http_addr
+        );
         shutdown_signal().await;
         tracing::info!("shutdown signal received; draining");
         running.shutdown();

@@ -96,14 +96,18 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let grpc_listener = bind(config.grpc_addr).await?;
     let http_listener = bind(config.http_addr).await?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.grpc_addr,
-        source,
-    })?;
-    let http_addr = http_listener.local_addr().map_err(|source| ServerError::Bind {
-        addr: config.http_addr,
-        source,
-    })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.grpc_addr,
+            source,
+        })?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind {
+            addr: config.http_addr,
+            source,
+        })?;
 
     let state = Arc::new(State {
         stats: Stats::new(config.slow_query),
@@ -147,7 +151,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let grpc = Server::builder()
         .tcp_nodelay(true)
         .http2_adaptive_window(Some(true))
-        .layer(tower::util::MapResponseLayer::new(oversized_is_invalid_argument))
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_invalid_argument,
+        ))
         .add_service(health_service)
         .add_service(data_access)
         .add_optional_service(reflection_v1)
@@ -161,7 +167,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .route("/metrics", get(metrics))
         .route("/health/pool", get(pool_json))
         .with_state(state.clone());
-    let http = axum::serve(http_listener, http).with_graceful_shutdown(wait_for(shutdown_rx.clone()));
+    let http =
+        axum::serve(http_listener, http).with_graceful_shutdown(wait_for(shutdown_rx.clone()));
 
     let grace = config.shutdown_grace;
     let mut on_shutdown = shutdown_rx;
@@ -206,17 +213,18 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
 /// the contract makes it INVALID_ARGUMENT with an ErrorInfo like every other bad request.
 fn oversized_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Response<B> {
     let headers = response.headers_mut();
-    let oversized = headers.get("grpc-status").is_some_and(|v| v == "11")
-        && headers
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|m| m.starts_with("Error, decoded message length too large"));
-    if oversized {
-        let message = headers
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .replace("%25", "%");
+    if headers.get("grpc-status").is_none_or(|v| v != "11") {
+        return response;
+    }
+    let message = headers
+        .get("grpc-message")
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    if message.starts_with("Error, decoded message length too large") {
         let status = tonic::Status::from(Error::invalid("request", message));
         headers.remove("grpc-message");
         let _ = status.add_header(headers);

@@ -15,7 +15,8 @@ fn same(a: &Value, b: &Value) -> bool {
             (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
         }
         (Some(Kind::ArrayValue(x)), Some(Kind::ArrayValue(y))) => {
-            x.values.len() == y.values.len() && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
+            x.values.len() == y.values.len()
+                && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
         }
         _ => a == b,
     }
@@ -82,7 +83,11 @@ fn cases(t: &Types) -> Vec<(String, String, Value)> {
         c("float8", "'NaN'", float(f64::NAN)),
         c("float8", "'Infinity'", float(f64::INFINITY)),
         c("float8", "'-Infinity'", float(f64::NEG_INFINITY)),
-        c("numeric", &format!("'{thousand_digits}'"), numeric(&thousand_digits)),
+        c(
+            "numeric",
+            &format!("'{thousand_digits}'"),
+            numeric(&thousand_digits),
+        ),
         c("numeric", "'-12.500'", numeric("-12.500")),
         c("numeric", "'0.000001'", numeric("0.000001")),
         c("numeric", "'NaN'", numeric("NaN")),
@@ -96,26 +101,54 @@ fn cases(t: &Types) -> Vec<(String, String, Value)> {
         c("name", "'pg_class'", text("pg_class")),
         c("bytea", "'\\x00ff0000'", bytes(&[0, 255, 0, 0])),
         c("bytea", "''", bytes(&[])),
-        c("uuid", "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'", uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
-        c("json", "'{\"a\": [1, 2],  \"b\": null}'", json("{\"a\": [1, 2],  \"b\": null}")),
-        c("jsonb", "'{\"b\": 1, \"a\": [true]}'", json("{\"a\": [true], \"b\": 1}")),
+        c(
+            "uuid",
+            "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'",
+            uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        ),
+        c(
+            "json",
+            "'{\"a\": [1, 2],  \"b\": null}'",
+            json("{\"a\": [1, 2],  \"b\": null}"),
+        ),
+        c(
+            "jsonb",
+            "'{\"b\": 1, \"a\": [true]}'",
+            json("{\"a\": [true], \"b\": 1}"),
+        ),
         c("date", "'2024-02-29'", date("2024-02-29")),
         c("date", "'0001-01-01'", date("0001-01-01")),
         c("date", "'0044-03-15 BC'", text("0044-03-15 BC")),
         c("date", "'infinity'", text("infinity")),
         c("date", "'-infinity'", text("-infinity")),
-        c("timestamp", "'2024-01-02 03:04:05.123456'", timestamp(1_704_164_645, 123_456_000)),
+        c(
+            "timestamp",
+            "'2024-01-02 03:04:05.123456'",
+            timestamp(1_704_164_645, 123_456_000),
+        ),
         c("timestamp", "'1970-01-01 00:00:00'", timestamp(0, 0)),
         c("timestamp", "'infinity'", text("infinity")),
         c("timestamp", "'-infinity'", text("-infinity")),
-        c("timestamptz", "'2024-01-02 03:04:05.5+02'", timestamp(1_704_157_445, 500_000_000)),
-        c("timestamptz", "'1960-06-01 00:00:00+00'", timestamp(-302_486_400, 0)),
+        c(
+            "timestamptz",
+            "'2024-01-02 03:04:05.5+02'",
+            timestamp(1_704_157_445, 500_000_000),
+        ),
+        c(
+            "timestamptz",
+            "'1960-06-01 00:00:00+00'",
+            timestamp(-302_486_400, 0),
+        ),
         c("timestamptz", "'infinity'", text("infinity")),
         c("timestamptz", "'-infinity'", text("-infinity")),
         c("time", "'13:45:00.5'", text("13:45:00.5")),
         c("time", "'24:00:00'", text("24:00:00")),
         c("timetz", "'13:45:00+05:30'", text("13:45:00+05:30")),
-        c("interval", "'1 year 2 mons 3 days 04:05:06.5'", text("1 year 2 mons 3 days 04:05:06.5")),
+        c(
+            "interval",
+            "'1 year 2 mons 3 days 04:05:06.5'",
+            text("1 year 2 mons 3 days 04:05:06.5"),
+        ),
         c("interval", "'-1 days +02:00:00'", text("-1 days +02:00:00")),
         c("inet", "'10.0.0.1'", text("10.0.0.1")),
         c("inet", "'2001:db8::1/64'", text("2001:db8::1/64")),
@@ -131,11 +164,23 @@ fn cases(t: &Types) -> Vec<(String, String, Value)> {
         c(&t.pair, "'(,)'", text("(,)")),
         c("int4range", "'[1,10)'", text("[1,10)")),
         c("int4range", "'empty'", text("empty")),
-        c("tstzrange", "'[2024-01-01 00:00:00+00,)'", text("[\"2024-01-01 00:00:00+00\",)")),
+        c(
+            "tstzrange",
+            "'[2024-01-01 00:00:00+00,)'",
+            text("[\"2024-01-01 00:00:00+00\",)"),
+        ),
         c("numrange", "'(1.5,2.5]'", text("(1.5,2.5]")),
-        c("int4[]", "'{1,NULL,3}'", array(vec![int(1), null(), int(3)])),
+        c(
+            "int4[]",
+            "'{1,NULL,3}'",
+            array(vec![int(1), null(), int(3)]),
+        ),
         c("int4[]", "'{}'", array(vec![])),
-        c("text[]", "'{\"a b\",NULL,\"\",\"NULL\"}'", array(vec![text("a b"), null(), text(""), text("NULL")])),
+        c(
+            "text[]",
+            "'{\"a b\",NULL,\"\",\"NULL\"}'",
+            array(vec![text("a b"), null(), text(""), text("NULL")]),
+        ),
         c(
             "uuid[]",
             "'{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}'",
@@ -144,9 +189,16 @@ fn cases(t: &Types) -> Vec<(String, String, Value)> {
         c(
             "int4[]",
             "'{{1,2},{3,NULL}}'",
-            array(vec![array(vec![int(1), int(2)]), array(vec![int(3), null()])]),
+            array(vec![
+                array(vec![int(1), int(2)]),
+                array(vec![int(3), null()]),
+            ]),
         ),
-        c("interval[]", "'{\"1 day\",NULL}'", array(vec![text("1 day"), null()])),
+        c(
+            "interval[]",
+            "'{\"1 day\",NULL}'",
+            array(vec![text("1 day"), null()]),
+        ),
     ]
 }
 
@@ -162,7 +214,10 @@ async fn every_type_round_trips_as_literal_and_as_parameter() {
             .await
             .unwrap_or_else(|e| panic!("literal {lit}::{ty}: {e:?}"));
         if !same(scalar(&got), &want) {
-            failures.push(format!("literal {lit}::{ty}: got {:?}, want {want:?}", scalar(&got)));
+            failures.push(format!(
+                "literal {lit}::{ty}: got {:?}, want {want:?}",
+                scalar(&got)
+            ));
         }
         // As a parameter: the expected value bound to $1 of that type comes back unchanged.
         let got = query(&mut client, &format!("SELECT $1::{ty}"), vec![want.clone()])
@@ -173,16 +228,28 @@ async fn every_type_round_trips_as_literal_and_as_parameter() {
         }
         // Text forms are PostgreSQL's own output for the value.
         if let Some(Kind::TextValue(s)) = &want.kind {
-            let reference = query(&mut client, &format!("SELECT format('%s', CAST({lit} AS {ty}))"), vec![])
-                .await
-                .expect("format");
+            let reference = query(
+                &mut client,
+                &format!("SELECT format('%s', CAST({lit} AS {ty}))"),
+                vec![],
+            )
+            .await
+            .expect("format");
             if scalar(&reference) != &text(s) {
-                failures.push(format!("{lit}::{ty}: PostgreSQL prints {:?}, we said {s:?}", scalar(&reference)));
+                failures.push(format!(
+                    "{lit}::{ty}: PostgreSQL prints {:?}, we said {s:?}",
+                    scalar(&reference)
+                ));
             }
         }
     }
     drop_types(&types).await;
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -203,7 +270,12 @@ async fn columns_report_names_oids_and_pg_type_names() {
         .collect();
     assert_eq!(
         cols,
-        vec![("a", 23, "int4"), ("b", 25, "text"), ("c", 1007, "_int4"), ("d", 1184, "timestamptz")]
+        vec![
+            ("a", 23, "int4"),
+            ("b", 25, "text"),
+            ("c", 1007, "_int4"),
+            ("d", 1184, "timestamptz")
+        ]
     );
 }
 
@@ -217,18 +289,34 @@ async fn parameters_bind_by_the_contract_rules() {
         ("SELECT $1::int2", numeric("-7"), int(-7)),
         ("SELECT $1::float8", int(3), float(3.0)),
         ("SELECT $1::float4", numeric("0.5"), float(0.5)),
-        ("SELECT $1::numeric", int(i64::MIN), numeric("-9223372036854775808")),
+        (
+            "SELECT $1::numeric",
+            int(i64::MIN),
+            numeric("-9223372036854775808"),
+        ),
         ("SELECT $1::numeric", float(0.1), numeric("0.1")),
         ("SELECT $1::numeric", float(f64::NAN), numeric("NaN")),
         ("SELECT $1::interval", text("1 day"), text("1 day")),
-        ("SELECT $1::int4[]", text("{1,2}"), array(vec![int(1), int(2)])),
+        (
+            "SELECT $1::int4[]",
+            text("{1,2}"),
+            array(vec![int(1), int(2)]),
+        ),
         ("SELECT $1::inet", text("10.0.0.1"), text("10.0.0.1")),
         ("SELECT $1::bool", text("yes"), boolean(true)),
         ("SELECT $1::int4", text("42"), int(42)),
         ("SELECT $1::timestamp", timestamp(0, 0), timestamp(0, 0)),
         ("SELECT $1::text", null(), null()),
-        ("SELECT $1::uuid", uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"), uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")),
-        ("SELECT $1::jsonb", json("[1, {\"a\": 2}]"), json("[1, {\"a\": 2}]")),
+        (
+            "SELECT $1::uuid",
+            uuid("A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11"),
+            uuid("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+        ),
+        (
+            "SELECT $1::jsonb",
+            json("[1, {\"a\": 2}]"),
+            json("[1, {\"a\": 2}]"),
+        ),
         (
             "SELECT $1::inet[]",
             array(vec![text("10.0.0.1"), null(), text("::1")]),
@@ -241,16 +329,30 @@ async fn parameters_bind_by_the_contract_rules() {
         ),
         (
             "SELECT $1::int8[]",
-            array(vec![array(vec![int(1), int(2)]), array(vec![int(3), int(4)])]),
-            array(vec![array(vec![int(1), int(2)]), array(vec![int(3), int(4)])]),
+            array(vec![
+                array(vec![int(1), int(2)]),
+                array(vec![int(3), int(4)]),
+            ]),
+            array(vec![
+                array(vec![int(1), int(2)]),
+                array(vec![int(3), int(4)]),
+            ]),
         ),
-        ("SELECT $1::numeric[]", array(vec![numeric("1.50"), int(2)]), array(vec![numeric("1.50"), numeric("2")])),
+        (
+            "SELECT $1::numeric[]",
+            array(vec![numeric("1.50"), int(2)]),
+            array(vec![numeric("1.50"), numeric("2")]),
+        ),
         ("SELECT array_length($1::int4[], 1)", array(vec![]), null()),
     ];
     for (sql, param, want) in cases {
         let got = query(&mut client, sql, vec![param.clone()])
             .await
             .unwrap_or_else(|e| panic!("{sql} with {param:?}: {e:?}"));
-        assert!(same(scalar(&got), &want), "{sql} with {param:?}: got {:?}", scalar(&got));
+        assert!(
+            same(scalar(&got), &want),
+            "{sql} with {param:?}: got {:?}",
+            scalar(&got)
+        );
     }
 }

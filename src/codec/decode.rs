@@ -95,7 +95,9 @@ fn class(ty: &Type) -> Class<'_> {
         Kind::Enum(_) => return Class::Text,
         Kind::Array(elem) => return Class::Array(elem),
         Kind::Range(elem) => return Class::Range(elem),
-        Kind::Composite(fields) => return Class::Composite(fields.iter().map(|f| f.type_()).collect()),
+        Kind::Composite(fields) => {
+            return Class::Composite(fields.iter().map(|f| f.type_()).collect());
+        }
         Kind::Simple if ty.name() == "citext" => return Class::Text,
         _ => {}
     }
@@ -276,7 +278,12 @@ fn text_form(ty: &Type, raw: &[u8]) -> Result<String, DecodeError> {
     let bad = |e: Box<dyn StdError + Sync + Send>| malformed(ty, e);
     let bad_text = |e: pgtext::PgTextError| malformed(ty, e);
     Ok(match class(ty) {
-        Class::Bool => if wire::bool_from_sql(raw).map_err(bad)? { "t" } else { "f" }.to_owned(),
+        Class::Bool => if wire::bool_from_sql(raw).map_err(bad)? {
+            "t"
+        } else {
+            "f"
+        }
+        .to_owned(),
         Class::Int2 => wire::int2_from_sql(raw).map_err(bad)?.to_string(),
         Class::Int4 => wire::int4_from_sql(raw).map_err(bad)?.to_string(),
         Class::Int8 => wire::int8_from_sql(raw).map_err(bad)?.to_string(),
@@ -445,11 +452,19 @@ fn range_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, DecodeError>
         }
         Ok(())
     };
-    out.push(if matches!(lower, RangeBound::Inclusive(_)) { '[' } else { '(' });
+    out.push(if matches!(lower, RangeBound::Inclusive(_)) {
+        '['
+    } else {
+        '('
+    });
     bound(&lower, &mut out)?;
     out.push(',');
     bound(&upper, &mut out)?;
-    out.push(if matches!(upper, RangeBound::Inclusive(_)) { ']' } else { ')' });
+    out.push(if matches!(upper, RangeBound::Inclusive(_)) {
+        ']'
+    } else {
+        ')'
+    });
     Ok(out)
 }
 

@@ -62,7 +62,11 @@ pub enum Param {
 }
 
 impl ToSql for Param {
-    fn to_sql(&self, _: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn StdError + Sync + Send>> {
         match self {
             Param::Null => return Ok(IsNull::Yes),
             Param::Binary(b) => out.extend_from_slice(b),
@@ -147,13 +151,20 @@ fn binary(f: impl FnOnce(&mut BytesMut)) -> Param {
 
 fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError> {
     let Some(kind) = &value.kind else {
-        return Err(invalid(field, "Value has no case set (use null_value for NULL)"));
+        return Err(invalid(
+            field,
+            "Value has no case set (use null_value for NULL)",
+        ));
     };
     let ty = base_type(declared);
     let mismatch = || {
         invalid(
             field,
-            format!("{} cannot bind to a parameter of type {}", case_name(kind), ty.name()),
+            format!(
+                "{} cannot bind to a parameter of type {}",
+                case_name(kind),
+                ty.name()
+            ),
         )
     };
     Ok(match kind {
@@ -173,7 +184,10 @@ fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError>
             Type::FLOAT4 => {
                 let narrow = *x as f32;
                 if x.is_finite() && !narrow.is_finite() {
-                    return Err(out_of_range(field, format!("{x} is out of range for float4")));
+                    return Err(out_of_range(
+                        field,
+                        format!("{x} is out of range for float4"),
+                    ));
                 }
                 binary(|buf| wire::float4_to_sql(narrow, buf))
             }
@@ -187,14 +201,26 @@ fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError>
                     .trim()
                     .parse()
                     .map_err(|_| invalid(field, format!("{s:?} is not a decimal number")))?;
-                bind(ty, &Value { kind: Some(V::FloatValue(x)) }, field)?
+                bind(
+                    ty,
+                    &Value {
+                        kind: Some(V::FloatValue(x)),
+                    },
+                    field,
+                )?
             }
             _ => {
                 let n = exact_integer(s).ok_or_else(|| {
-                    invalid(field, format!("{s:?} is not an integer, as {} requires", ty.name()))
+                    invalid(
+                        field,
+                        format!("{s:?} is not an integer, as {} requires", ty.name()),
+                    )
                 })?;
                 let Some(n) = n else {
-                    return Err(out_of_range(field, format!("{s} is out of range for {}", ty.name())));
+                    return Err(out_of_range(
+                        field,
+                        format!("{s} is out of range for {}", ty.name()),
+                    ));
                 };
                 bind_int(ty, n, field).ok_or_else(mismatch)??
             }
@@ -215,8 +241,8 @@ fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError>
             binary(|buf| wire::date_to_sql(days, buf))
         }
         V::UuidValue(s) if *ty == Type::UUID => {
-            let bytes = parse_uuid(s)
-                .ok_or_else(|| invalid(field, format!("{s:?} is not a UUID")))?;
+            let bytes =
+                parse_uuid(s).ok_or_else(|| invalid(field, format!("{s:?} is not a UUID")))?;
             binary(|buf| wire::uuid_to_sql(bytes, buf))
         }
         V::JsonValue(s) if *ty == Type::JSON => Param::Binary(s.as_bytes().to_vec()),
@@ -241,7 +267,10 @@ fn bind_int(ty: &Type, n: i128, field: &str) -> Option<Result<Param, BindError>>
         if (lo..=hi).contains(&n) {
             Ok(n)
         } else {
-            Err(out_of_range(field, format!("{n} is out of range for {}", ty.name())))
+            Err(out_of_range(
+                field,
+                format!("{n} is out of range for {}", ty.name()),
+            ))
         }
     };
     Some(match *ty {
@@ -369,13 +398,23 @@ fn flatten<'v>(
     match dims.get(depth) {
         None => dims.push(arr.values.len()),
         Some(&len) if len != arr.values.len() => {
-            return Err(invalid(field, "multidimensional arrays must be rectangular"));
+            return Err(invalid(
+                field,
+                "multidimensional arrays must be rectangular",
+            ));
         }
         Some(_) => {}
     }
-    let nested = arr.values.iter().filter(|v| matches!(v.kind, Some(V::ArrayValue(_)))).count();
+    let nested = arr
+        .values
+        .iter()
+        .filter(|v| matches!(v.kind, Some(V::ArrayValue(_))))
+        .count();
     if nested != 0 && nested != arr.values.len() {
-        return Err(invalid(field, "array mixes nested arrays and scalar elements"));
+        return Err(invalid(
+            field,
+            "array mixes nested arrays and scalar elements",
+        ));
     }
     if depth > 6 {
         return Err(invalid(field, "arrays have at most 6 dimensions"));
@@ -386,13 +425,19 @@ fn flatten<'v>(
             flatten(v, depth + 1, dims, cells, &path)?;
         } else {
             if depth + 1 != dims.len() {
-                return Err(invalid(field, "multidimensional arrays must be rectangular"));
+                return Err(invalid(
+                    field,
+                    "multidimensional arrays must be rectangular",
+                ));
             }
             cells.push((v, path));
         }
     }
     if nested == 0 && depth + 1 != dims.len() && !arr.values.is_empty() {
-        return Err(invalid(field, "multidimensional arrays must be rectangular"));
+        return Err(invalid(
+            field,
+            "multidimensional arrays must be rectangular",
+        ));
     }
     Ok(())
 }
@@ -466,7 +511,9 @@ mod tests {
 
     #[test]
     fn ragged_arrays_are_refused() {
-        let int = |n| Value { kind: Some(V::IntValue(n)) };
+        let int = |n| Value {
+            kind: Some(V::IntValue(n)),
+        };
         let arr = |values: Vec<Value>| Value {
             kind: Some(V::ArrayValue(crate::proto::ArrayValue { values })),
         };

@@ -175,7 +175,12 @@ fn postgres_parts(e: &tokio_postgres::Error, code_override: Option<Code>) -> Par
         Some(db) => {
             let sqlstate = db.code().code();
             let code = code_override.unwrap_or_else(|| code_for_sqlstate(sqlstate, db.message()));
-            let mut p = parts(code, db.message().to_owned(), &condition_name(sqlstate), db_metadata(db));
+            let mut p = parts(
+                code,
+                db.message().to_owned(),
+                &condition_name(sqlstate),
+                db_metadata(db),
+            );
             match code {
                 Code::Aborted => {
                     p.details.set_retry_info(Some(RETRY_CONFLICT));
@@ -225,11 +230,17 @@ impl From<&Error> for Parts {
                     _ => Code::InvalidArgument,
                 };
                 let mut p = parts(code, b.to_string(), "INVALID_PARAMETER", none());
-                p.details.add_bad_request_violation(b.field(), b.to_string());
+                p.details
+                    .add_bad_request_violation(b.field(), b.to_string());
                 p
             }
             Error::InvalidRequest { field, message } => {
-                let mut p = parts(Code::InvalidArgument, err.to_string(), "INVALID_REQUEST", none());
+                let mut p = parts(
+                    Code::InvalidArgument,
+                    err.to_string(),
+                    "INVALID_REQUEST",
+                    none(),
+                );
                 p.details.add_bad_request_violation(field, message);
                 p
             }
@@ -261,9 +272,12 @@ impl From<&Error> for Parts {
                 "RESPONSE_TOO_LARGE",
                 none(),
             ),
-            Error::Unimplemented(_) => {
-                parts(Code::Unimplemented, err.to_string(), "UNIMPLEMENTED", none())
-            }
+            Error::Unimplemented(_) => parts(
+                Code::Unimplemented,
+                err.to_string(),
+                "UNIMPLEMENTED",
+                none(),
+            ),
         }
     }
 }
@@ -281,13 +295,13 @@ impl Error {
         let p = Parts::from(self);
         let status = tonic::Status::with_error_details(p.code, p.message, p.details);
         // tonic-types encodes the whole google.rpc.Status into the details bytes.
-        <tonic_types::pb::Status as prost::Message>::decode(status.details()).unwrap_or_else(
-            |_| tonic_types::pb::Status {
+        <tonic_types::pb::Status as prost::Message>::decode(status.details()).unwrap_or_else(|_| {
+            tonic_types::pb::Status {
                 code: status.code() as i32,
                 message: status.message().to_owned(),
                 details: vec![],
-            },
-        )
+            }
+        })
     }
 }
 

@@ -85,10 +85,11 @@ pub struct Lease {
 
 impl Pool {
     fn new(name: &'static str, pool: &PoolConfig, config: &Config) -> Result<Self, PoolError> {
-        let pg = session_config(&pool.database_url, config).map_err(|message| PoolError::Config {
-            pool: name,
-            message,
-        })?;
+        let pg =
+            session_config(&pool.database_url, config).map_err(|message| PoolError::Config {
+                pool: name,
+                message,
+            })?;
         let recycling_method = if config.connection_validation {
             RecyclingMethod::Verified
         } else {
@@ -144,19 +145,25 @@ impl Pool {
             recycle: Some(connect_timeout),
         };
         let pool = self.name;
-        let conn = self.inner.timeout_get(&timeouts).await.map_err(|e| match e {
-            DeadPoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => PoolError::Exhausted {
-                pool,
-                waited: started.elapsed(),
-            },
-            DeadPoolError::Timeout(_) => PoolError::ConnectTimeout { pool },
-            DeadPoolError::Backend(source) => PoolError::Unavailable { pool, source },
-            DeadPoolError::Closed => PoolError::Closed { pool },
-            other => PoolError::Config {
-                pool,
-                message: other.to_string(),
-            },
-        })?;
+        let conn = self
+            .inner
+            .timeout_get(&timeouts)
+            .await
+            .map_err(|e| match e {
+                DeadPoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                    PoolError::Exhausted {
+                        pool,
+                        waited: started.elapsed(),
+                    }
+                }
+                DeadPoolError::Timeout(_) => PoolError::ConnectTimeout { pool },
+                DeadPoolError::Backend(source) => PoolError::Unavailable { pool, source },
+                DeadPoolError::Closed => PoolError::Closed { pool },
+                other => PoolError::Config {
+                    pool,
+                    message: other.to_string(),
+                },
+            })?;
         self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
         Ok(Lease {
             conn,

@@ -53,7 +53,10 @@ type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'stati
 
 #[tonic::async_trait]
 impl DataAccess for DataAccessService {
-    async fn query(&self, request: Request<QueryRequest>) -> Result<Response<QueryResponse>, Status> {
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
         query::query(&self.state, request).await
     }
 
@@ -63,7 +66,10 @@ impl DataAccess for DataAccessService {
         &self,
         _request: Request<QueryRequest>,
     ) -> Result<Response<Self::StreamQueryStream>, Status> {
-        Err(Error::Unimplemented("StreamQuery is not implemented yet; use Query with max_rows").into())
+        Err(
+            Error::Unimplemented("StreamQuery is not implemented yet; use Query with max_rows")
+                .into(),
+        )
     }
 
     type TransactionStream = BoxStream<TransactionResponse>;

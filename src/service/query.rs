@@ -20,13 +20,21 @@ pub(super) fn validate(req: &QueryRequest, state: &State) -> Result<(), Error> {
     if req.sql.len() > limits.max_sql_bytes {
         return Err(Error::invalid(
             "sql",
-            format!("is {} bytes; the limit is {}", req.sql.len(), limits.max_sql_bytes),
+            format!(
+                "is {} bytes; the limit is {}",
+                req.sql.len(),
+                limits.max_sql_bytes
+            ),
         ));
     }
     if req.params.len() > limits.max_params {
         return Err(Error::invalid(
             "params",
-            format!("{} values; the limit is {}", req.params.len(), limits.max_params),
+            format!(
+                "{} values; the limit is {}",
+                req.params.len(),
+                limits.max_params
+            ),
         ));
     }
     if let Some(t) = &req.timeout

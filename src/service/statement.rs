@@ -38,11 +38,15 @@ pub struct Executed {
     pub execution_time: Duration,
 }
 
-/// Room left in a response for everything but the rows.
-const RESPONSE_OVERHEAD: usize = 64 * 1024;
+/// Bytes reserved in a response for the command tag, counters and `info`.
+const RESPONSE_TRAILER: usize = 512;
 
 /// Runs `spec` on `client` and collects its result within `limits`.
-pub async fn run(client: &ClientWrapper, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Error> {
+pub async fn run(
+    client: &ClientWrapper,
+    spec: &Spec<'_>,
+    limits: &Limits,
+) -> Result<Executed, Error> {
     let before = client.statement_cache.size();
     let stmt = client.prepare_cached(spec.sql).await?;
     let cached = client.statement_cache.size() == before;
@@ -52,14 +56,15 @@ pub async fn run(client: &ClientWrapper, spec: &Spec<'_>, limits: &Limits) -> Re
         0 => limits.max_rows,
         n => n.min(limits.max_rows),
     } as u64;
-    let byte_limit = limits.max_message_bytes.saturating_sub(RESPONSE_OVERHEAD);
 
     let started = Instant::now();
     let stream = client.query_raw(&stmt, params.iter()).await?;
     pin_mut!(stream);
     let mut rows: Vec<Row> = Vec::new();
     let mut needs_server: Vec<(usize, usize, Type, Vec<u8>)> = Vec::new();
-    let mut bytes = 0usize;
+    // The response is counted as it grows, so an oversized result fails cleanly here rather
+    // than in tonic's encoder after all of it was built.
+    let mut bytes = RESPONSE_TRAILER + columns.iter().map(|c| c.encoded_len() + 2).sum::<usize>();
     let mut seen = 0u64;
     while let Some(row) = stream.try_next().await? {
         seen += 1;
@@ -81,15 +86,15 @@ pub async fn run(client: &ClientWrapper, spec: &Spec<'_>, limits: &Limits) -> Re
             }
         }
         let row = Row { values };
-        bytes += row.encoded_len();
-        if bytes > byte_limit {
+        bytes += row.encoded_len() + 4;
+        if bytes > limits.max_message_bytes {
             return Err(Error::ResponseTooLarge {
                 limit: limits.max_message_bytes,
             });
         }
         rows.push(row);
     }
-    let rows_affected = stream.rows_affected();
+    let rows_affected = stream.rows_affected().unwrap_or(0);
     fill_server_text(client, &mut rows, needs_server).await?;
     let execution_time = started.elapsed();
 
@@ -97,7 +102,7 @@ pub async fn run(client: &ClientWrapper, spec: &Spec<'_>, limits: &Limits) -> Re
         response: QueryResponse {
             columns,
             rows,
-            rows_affected: rows_affected.unwrap_or(0),
+            rows_affected,
             command_tag: command_tag(spec.sql, rows_affected),
             truncated: seen > max_rows,
             info: None,

@@ -32,7 +32,8 @@ struct Window {
 impl Stats {
     /// Counters starting now; statements slower than `slow_threshold` count as slow.
     pub fn new(slow_threshold: Duration) -> Self {
-        let hist = || hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
+        let hist =
+            || hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
         Stats {
             total: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -70,8 +71,8 @@ impl Stats {
     pub fn snapshot(&self) -> QueryStats {
         let now = self.started.elapsed().as_secs();
         let oldest = now.saturating_sub(WINDOW.as_secs() - 1);
-        let mut merged =
-            hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
+        let mut merged = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 2)
+            .expect("valid bounds");
         {
             let w = self.window.lock().expect("stats lock poisoned");
             for (slice, &stamp) in w.slices.iter().zip(&w.stamps) {
@@ -81,12 +82,22 @@ impl Stats {
             }
         }
         let ms = |micros: f64| micros / 1000.0;
-        let pct = |q: f64| if merged.is_empty() { 0.0 } else { ms(merged.value_at_quantile(q) as f64) };
+        let pct = |q: f64| {
+            if merged.is_empty() {
+                0.0
+            } else {
+                ms(merged.value_at_quantile(q) as f64)
+            }
+        };
         QueryStats {
             total: self.total.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retried: 0,
-            latency_avg_ms: if merged.is_empty() { 0.0 } else { ms(merged.mean()) },
+            latency_avg_ms: if merged.is_empty() {
+                0.0
+            } else {
+                ms(merged.mean())
+            },
             latency_p50_ms: pct(0.50),
             latency_p95_ms: pct(0.95),
             latency_p99_ms: pct(0.99),

@@ -92,7 +92,9 @@ impl Sidecar {
         let addr = |key: &str| -> SocketAddr {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
-                .unwrap_or_else(|| panic!("no {key} in {line:?}; stderr: {}", stderr.lock().unwrap()))
+                .unwrap_or_else(|| {
+                    panic!("no {key} in {line:?}; stderr: {}", stderr.lock().unwrap())
+                })
                 .parse()
                 .expect("address")
         };
@@ -123,7 +125,10 @@ impl Sidecar {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
@@ -197,38 +202,103 @@ pub fn bad_field(status: &tonic::Status) -> Option<String> {
 }
 
 pub fn null() -> Value {
-    Value { kind: Some(Kind::NullValue(0)) }
+    Value {
+        kind: Some(Kind::NullValue(0)),
+    }
 }
 pub fn boolean(b: bool) -> Value {
-    Value { kind: Some(Kind::BoolValue(b)) }
+    Value {
+        kind: Some(Kind::BoolValue(b)),
+    }
 }
 pub fn int(n: i64) -> Value {
-    Value { kind: Some(Kind::IntValue(n)) }
+    Value {
+        kind: Some(Kind::IntValue(n)),
+    }
 }
 pub fn float(x: f64) -> Value {
-    Value { kind: Some(Kind::FloatValue(x)) }
+    Value {
+        kind: Some(Kind::FloatValue(x)),
+    }
 }
 pub fn text(s: &str) -> Value {
-    Value { kind: Some(Kind::TextValue(s.to_owned())) }
+    Value {
+        kind: Some(Kind::TextValue(s.to_owned())),
+    }
 }
 pub fn bytes(b: &[u8]) -> Value {
-    Value { kind: Some(Kind::BytesValue(b.to_vec())) }
+    Value {
+        kind: Some(Kind::BytesValue(b.to_vec())),
+    }
 }
 pub fn numeric(s: &str) -> Value {
-    Value { kind: Some(Kind::NumericValue(s.to_owned())) }
+    Value {
+        kind: Some(Kind::NumericValue(s.to_owned())),
+    }
 }
 pub fn date(s: &str) -> Value {
-    Value { kind: Some(Kind::DateValue(s.to_owned())) }
+    Value {
+        kind: Some(Kind::DateValue(s.to_owned())),
+    }
 }
 pub fn uuid(s: &str) -> Value {
-    Value { kind: Some(Kind::UuidValue(s.to_owned())) }
+    Value {
+        kind: Some(Kind::UuidValue(s.to_owned())),
+    }
 }
 pub fn json(s: &str) -> Value {
-    Value { kind: Some(Kind::JsonValue(s.to_owned())) }
+    Value {
+        kind: Some(Kind::JsonValue(s.to_owned())),
+    }
 }
 pub fn timestamp(seconds: i64, nanos: i32) -> Value {
-    Value { kind: Some(Kind::TimestampValue(prost_types::Timestamp { seconds, nanos })) }
+    Value {
+        kind: Some(Kind::TimestampValue(prost_types::Timestamp {
+            seconds,
+            nanos,
+        })),
+    }
 }
 pub fn array(values: Vec<Value>) -> Value {
-    Value { kind: Some(Kind::ArrayValue(ArrayValue { values })) }
+    Value {
+        kind: Some(Kind::ArrayValue(ArrayValue { values })),
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback; returns (status code, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("http connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).await.expect("read");
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, body.to_owned())
+}
+
+/// Polls `check` every 50 ms for up to `limit`; true once it holds.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
 }
