@@ -148,6 +148,18 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         });
     }
 
+    {
+        // Often enough that an idle timeout is honoured within about a second of its due.
+        let every = config.idle_timeout.min(std::time::Duration::from_secs(1));
+        let task = pools.clone().run_maintenance(
+            every,
+            config.idle_timeout,
+            config.max_lifetime,
+            shutdown_rx.clone(),
+        );
+        tokio::spawn(task);
+    }
+
     let grpc = Server::builder()
         .tcp_nodelay(true)
         .http2_adaptive_window(Some(true))

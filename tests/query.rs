@@ -255,3 +255,55 @@ async fn pool_status_reports_live_primary_figures() {
         assert!(json.get(key).is_some(), "{key} in {body}");
     }
 }
+
+#[tokio::test]
+async fn idle_connections_above_the_minimum_close_after_the_idle_timeout() {
+    let sidecar = Sidecar::start(&[
+        "--pool-max",
+        "4",
+        "--pool-min",
+        "1",
+        "--pool-idle-timeout",
+        "300",
+    ]);
+    let c = sidecar.client().await;
+    let calls = (0..4).map(|_| {
+        let mut c = c.clone();
+        async move { query(&mut c, "SELECT pg_sleep(0.3)::text", vec![]).await }
+    });
+    for r in futures_util::future::join_all(calls).await {
+        r.expect("sleep");
+    }
+    let total = |mut c: pgsidecar::proto::data_access_client::DataAccessClient<_>| async move {
+        c.pool_status(PoolStatusRequest {})
+            .await
+            .expect("status")
+            .into_inner()
+            .pools[0]
+            .total_connections
+    };
+    assert_eq!(
+        total(c.clone()).await,
+        4,
+        "four concurrent calls opened four connections"
+    );
+    let shrunk = eventually(Duration::from_secs(5), || {
+        let c = c.clone();
+        async move { total(c).await == 1 }
+    })
+    .await;
+    assert!(shrunk, "idle connections closed down to the minimum");
+}
+
+#[tokio::test]
+async fn statement_cache_can_be_turned_off() {
+    let sidecar = Sidecar::start(&["--pool-max", "1", "--statement-cache-size", "0"]);
+    let mut c = sidecar.client().await;
+    for _ in 0..2 {
+        let r = query(&mut c, "SELECT $1::int", vec![int(7)])
+            .await
+            .expect("query");
+        assert!(!r.info.as_ref().expect("info").statement_cached);
+        assert_eq!(scalar(&r), &int(7));
+    }
+}

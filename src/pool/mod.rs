@@ -215,6 +215,59 @@ impl Pool {
     fn close(&self) {
         self.inner.close();
     }
+
+    /// Closes idle connections past the idle timeout (keeping the minimum) and those older
+    /// than their max lifetime, then opens connections back up to the minimum.
+    async fn maintain(
+        &self,
+        idle_timeout: Duration,
+        max_lifetime: Option<Duration>,
+        connect: Duration,
+    ) {
+        let mut spare = self
+            .inner
+            .status()
+            .size
+            .saturating_sub(self.min_idle as usize);
+        let retained = self.inner.retain(|_, m| {
+            let expired = max_lifetime.is_some_and(|life| m.age() >= jittered(life, m.created));
+            let idle_too_long = m.last_used() >= idle_timeout && spare > 0;
+            if expired || idle_too_long {
+                spare = spare.saturating_sub(1);
+                return false;
+            }
+            true
+        });
+        if !retained.removed.is_empty() {
+            tracing::debug!(
+                pool = self.name,
+                closed = retained.removed.len(),
+                "closed idle or expired connections"
+            );
+        }
+        let size = self.inner.status().size;
+        if size < self.min_idle as usize {
+            let missing = self.min_idle as usize - size;
+            let opened = futures_util::future::join_all(
+                (0..missing).map(|_| self.acquire(connect, connect)),
+            )
+            .await;
+            let failed = opened.iter().filter(|r| r.is_err()).count();
+            if failed > 0 {
+                tracing::debug!(pool = self.name, failed, "could not refill to the minimum");
+            }
+        }
+    }
+}
+
+/// A connection's lifetime shortened by up to 10 %, varying per connection, so connections
+/// opened together (at prewarm) are not all closed and reopened in the same instant.
+fn jittered(lifetime: Duration, created: Instant) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    static SEED: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    let h = SEED.get_or_init(RandomState::new).hash_one(created);
+    let fraction = (h % 1000) as f64 / 10_000.0;
+    lifetime.mul_f64(1.0 - fraction)
 }
 
 /// The connection settings every pooled session starts with. Set in the startup packet, so
@@ -305,6 +358,27 @@ impl Pools {
             opened += failover.prewarm(self.connection_timeout).await?;
         }
         Ok(opened)
+    }
+
+    /// Runs pool maintenance every `every` until `stop` changes: idle timeout, max lifetime,
+    /// refill to the minimum.
+    pub async fn run_maintenance(
+        self,
+        every: Duration,
+        idle_timeout: Duration,
+        max_lifetime: Option<Duration>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            for pool in std::iter::once(&self.primary).chain(self.failover.as_ref()) {
+                pool.maintain(idle_timeout, max_lifetime, self.connection_timeout)
+                    .await;
+            }
+        }
     }
 
     /// The primary pool.

@@ -58,8 +58,26 @@ pub(super) async fn query(
     let budget = Budget::new(start, request.metadata(), req_timeout);
     let req = request.into_inner();
     let result = run(state, &req, budget).await;
-    state.stats.record(start.elapsed(), result.is_ok());
+    let elapsed = start.elapsed();
+    state.stats.record(elapsed, result.is_ok());
+    if elapsed >= state.config.slow_query {
+        // The fingerprint identifies the statement without its parameter values.
+        tracing::warn!(
+            fingerprint = %fingerprint(&req.sql),
+            duration_ms = elapsed.as_millis() as u64,
+            ok = result.is_ok(),
+            "slow statement"
+        );
+    }
     result.map(Response::new).map_err(Status::from)
+}
+
+/// A stable 64-bit fingerprint of the SQL text (SipHash with fixed keys), in hex.
+fn fingerprint(sql: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    sql.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 async fn run(state: &State, req: &QueryRequest, budget: Budget) -> Result<QueryResponse, Error> {
@@ -71,6 +89,7 @@ async fn run(state: &State, req: &QueryRequest, budget: Budget) -> Result<QueryR
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
+        cache_size: state.config.statement_cache_size,
     };
     let inflight = InFlight::new(lease);
     let result = {

@@ -26,6 +26,8 @@ pub struct Spec<'a> {
     pub params: &'a [Value],
     /// Rows to return; 0 means the server's limit.
     pub max_rows: u32,
+    /// Prepared statements kept per connection; 0 turns the cache off.
+    pub cache_size: usize,
 }
 
 /// What running a statement produced, before `info` is filled in.
@@ -41,15 +43,33 @@ pub struct Executed {
 /// Bytes reserved in a response for the command tag, counters and `info`.
 const RESPONSE_TRAILER: usize = 512;
 
+/// Prepares `sql` through the connection's statement cache, keeping it within `cache_size`
+/// statements (0 turns caching off). Returns the statement and whether it was cached.
+async fn prepare(
+    client: &ClientWrapper,
+    sql: &str,
+    cache_size: usize,
+) -> Result<(tokio_postgres::Statement, bool), Error> {
+    if cache_size == 0 {
+        return Ok((client.prepare(sql).await?, false));
+    }
+    if client.statement_cache.size() >= cache_size {
+        // deadpool's cache keeps no LRU order; starting over keeps it bounded. Dropped
+        // statements are closed on the server by tokio-postgres.
+        client.statement_cache.clear();
+    }
+    let before = client.statement_cache.size();
+    let stmt = client.prepare_cached(sql).await?;
+    Ok((stmt, client.statement_cache.size() == before))
+}
+
 /// Runs `spec` on `client` and collects its result within `limits`.
 pub async fn run(
     client: &ClientWrapper,
     spec: &Spec<'_>,
     limits: &Limits,
 ) -> Result<Executed, Error> {
-    let before = client.statement_cache.size();
-    let stmt = client.prepare_cached(spec.sql).await?;
-    let cached = client.statement_cache.size() == before;
+    let (stmt, cached) = prepare(client, spec.sql, spec.cache_size).await?;
     let params = bind_params(stmt.params(), spec.params)?;
     let columns: Vec<_> = stmt.columns().iter().map(column_of).collect();
     let max_rows = match spec.max_rows {
