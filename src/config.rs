@@ -125,6 +125,8 @@ pub struct Config {
     pub max_lifetime: Option<Duration>,
     /// Longest wait to establish a connection or get one from a pool.
     pub connection_timeout: Duration,
+    /// Most requests waiting for a connection in one pool; more are refused at once.
+    pub pool_max_waiting: u32,
     /// `statement_timeout` set on every connection; `None` = no server-side timeout.
     pub query_timeout: Option<Duration>,
     /// Prepared statements cached per connection; 0 turns the cache off.
@@ -240,6 +242,7 @@ impl Config {
             idle_timeout: Duration::from_millis(30_000),
             max_lifetime: Some(Duration::from_millis(1_800_000)),
             connection_timeout: Duration::from_millis(5_000),
+            pool_max_waiting: 5_000,
             query_timeout: Some(Duration::from_millis(30_000)),
             statement_cache_size: 1000,
             health_check_interval: Duration::from_millis(1_000),
@@ -434,6 +437,8 @@ impl Key {
         "Retire connections older than this many ms, 0 = never");
     const CONNECTION_TIMEOUT: Key = Key::new("connection-timeout", "DB_CONNECTION_TIMEOUT", "MS", "5000",
         "Longest wait for a connection, in ms");
+    const POOL_MAX_WAITING: Key = Key::new("pool-max-waiting", "DB_POOL_MAX_WAITING", "N", "5000",
+        "Most requests waiting for a connection per pool; more get RESOURCE_EXHAUSTED at once");
     const QUERY_TIMEOUT: Key = Key::new("query-timeout", "DB_QUERY_TIMEOUT", "MS", "30000",
         "statement_timeout in ms, 0 = none");
     const ENABLE_FAILOVER: Key = Key::new("enable-failover", "DB_ENABLE_FAILOVER", "BOOL", "true",
@@ -478,9 +483,10 @@ impl Key {
         "Time allowed to drain on shutdown, in ms");
 
     /// Every setting, in `--help` order.
-    const ALL: [Key; 29] = [
+    const ALL: [Key; 30] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
-        Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::QUERY_TIMEOUT,
+        Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
+        Key::QUERY_TIMEOUT,
         Key::ENABLE_FAILOVER, Key::FAILOVER_THRESHOLD, Key::FAILOVER_POOL_MAX, Key::FAILOVER_POOL_MIN,
         Key::FAILOVER_DATABASE_URL, Key::STATEMENT_CACHE_SIZE, Key::HEALTH_CHECK_INTERVAL,
         Key::CONNECTION_VALIDATION, Key::TRANSACTION_IDLE_TIMEOUT, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
@@ -769,6 +775,7 @@ impl Layers<'_> {
         self.set(&mut c.idle_timeout, Key::POOL_IDLE_TIMEOUT, millis(1))?;
         self.set(&mut c.max_lifetime, Key::POOL_MAX_LIFETIME, millis_or_none)?;
         self.set(&mut c.connection_timeout, Key::CONNECTION_TIMEOUT, millis(1))?;
+        self.set(&mut c.pool_max_waiting, Key::POOL_MAX_WAITING, integer(1, None))?;
         self.set(&mut c.query_timeout, Key::QUERY_TIMEOUT, millis_or_none)?;
         // Read as a u32 like the other counts, so an absurd size is an error, not an allocation.
         let cache_size = |s: &str| integer(0u32, None)(s).map(|n| n as usize);
@@ -1121,6 +1128,7 @@ mod tests {
             ("DB_POOL_IDLE_TIMEOUT", "1234"),
             ("DB_POOL_MAX_LIFETIME", "5678"),
             ("DB_CONNECTION_TIMEOUT", "250"),
+            ("DB_POOL_MAX_WAITING", "77"),
             ("DB_QUERY_TIMEOUT", "9000"),
             ("DB_ENABLE_FAILOVER", "false"),
             ("DB_FAILOVER_THRESHOLD", "92.5"),
@@ -1161,6 +1169,7 @@ mod tests {
             idle_timeout: MS(1234),
             max_lifetime: Some(MS(5678)),
             connection_timeout: MS(250),
+            pool_max_waiting: 77,
             query_timeout: Some(MS(9000)),
             statement_cache_size: 0,
             health_check_interval: MS(100),
@@ -1199,6 +1208,7 @@ mod tests {
             "--pool-idle-timeout=1",
             "--pool-max-lifetime=0",
             "--connection-timeout=2",
+            "--pool-max-waiting=9",
             "--query-timeout=0",
             "--enable-failover=off",
             "--failover-threshold=50%",
@@ -1228,6 +1238,7 @@ mod tests {
         assert_eq!(c.idle_timeout, MS(1));
         assert_eq!(c.max_lifetime, None);
         assert_eq!(c.connection_timeout, MS(2));
+        assert_eq!(c.pool_max_waiting, 9);
         assert_eq!(c.query_timeout, None);
         assert!(!c.enable_failover);
         assert_eq!(c.failover_threshold_percent, 50.0);

@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
@@ -57,11 +57,31 @@ pub enum PoolError {
     },
 }
 
-/// Counters deadpool does not keep.
-#[derive(Default)]
+/// Counters and flags deadpool does not keep.
 struct Counters {
     created: AtomicU64,
     checkouts: AtomicU64,
+    /// Requests inside `acquire` now: the admission queue's length.
+    waiting: AtomicUsize,
+    /// False after connecting failed even with retries; while false, requests that need a
+    /// new connection try once and fail fast instead of queueing behind backoff.
+    reachable: AtomicBool,
+}
+
+/// Backoff before each retry of opening a connection: 100, 500, 2000 ms (the first try is
+/// immediate), each plus up to 20 % jitter, all within `CONNECT_RETRY_BUDGET`.
+const CONNECT_BACKOFF: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_millis(2000),
+];
+const CONNECT_RETRY_BUDGET: Duration = Duration::from_secs(5);
+
+/// A pseudo-random fraction in [0, 1) for jitter, from `seed`; no RNG crate for this.
+pub(crate) fn jitter_fraction(seed: impl std::hash::Hash) -> f64 {
+    use std::hash::{BuildHasher, RandomState};
+    static KEYS: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    (KEYS.get_or_init(RandomState::new).hash_one(seed) % 10_000) as f64 / 10_000.0
 }
 
 /// One deadpool pool with its name, sizes and counters.
@@ -70,6 +90,7 @@ pub struct Pool {
     name: &'static str,
     inner: DeadPool,
     min_idle: u32,
+    max_waiting: usize,
     counters: Arc<Counters>,
 }
 
@@ -96,7 +117,12 @@ impl Pool {
             RecyclingMethod::Fast
         };
         let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method });
-        let counters = Arc::new(Counters::default());
+        let counters = Arc::new(Counters {
+            created: AtomicU64::new(0),
+            checkouts: AtomicU64::new(0),
+            waiting: AtomicUsize::new(0),
+            reachable: AtomicBool::new(true),
+        });
         let created = counters.clone();
         let inner = DeadPool::builder(manager)
             .max_size(pool.max_size as usize)
@@ -117,6 +143,7 @@ impl Pool {
             name,
             inner,
             min_idle: pool.min_idle,
+            max_waiting: config.pool_max_waiting as usize,
             counters,
         })
     }
@@ -136,9 +163,70 @@ impl Pool {
         active as f64 * 100.0 / s.max_size as f64
     }
 
-    /// Waits for a connection for at most `wait`.
-    async fn acquire(&self, wait: Duration, connect_timeout: Duration) -> Result<Lease, PoolError> {
+    /// Whether the last attempt to reach the database through this pool succeeded.
+    pub fn reachable(&self) -> bool {
+        self.counters.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Waits for a connection until `deadline`, retrying connection failures with backoff
+    /// while the database is believed reachable (a blip), and failing fast once it is known
+    /// to be down (an outage: the health probe notices its return).
+    async fn acquire(
+        &self,
+        deadline: Instant,
+        connect_timeout: Duration,
+    ) -> Result<Lease, PoolError> {
+        let waiting = self.counters.waiting.fetch_add(1, Ordering::Relaxed);
+        // Decrements on every exit path, including the caller going away mid-wait.
+        struct Leave<'a>(&'a AtomicUsize);
+        impl Drop for Leave<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let _leave = Leave(&self.counters.waiting);
         let started = Instant::now();
+        if waiting >= self.max_waiting {
+            return Err(PoolError::Exhausted {
+                pool: self.name,
+                waited: Duration::ZERO,
+            });
+        }
+        let mut backoff = CONNECT_BACKOFF.iter();
+        loop {
+            match self.try_acquire(deadline, connect_timeout, started).await {
+                Ok(lease) => {
+                    self.counters.reachable.store(true, Ordering::Relaxed);
+                    return Ok(lease);
+                }
+                Err(e @ (PoolError::Unavailable { .. } | PoolError::ConnectTimeout { .. })) => {
+                    let delay = backoff
+                        .next()
+                        .map(|d| d.mul_f64(1.0 + 0.2 * jitter_fraction(Instant::now())));
+                    let retry_at = delay.map(|d| Instant::now() + d);
+                    let in_budget = retry_at.is_some_and(|at| {
+                        at < deadline && at.duration_since(started) < CONNECT_RETRY_BUDGET
+                    });
+                    if !self.reachable() || !in_budget {
+                        self.counters.reachable.store(false, Ordering::Relaxed);
+                        return Err(e);
+                    }
+                    tracing::debug!(pool = self.name, error = %e, "connecting failed; retrying");
+                    tokio::time::sleep_until(retry_at.expect("in budget").into()).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One attempt at a connection: an idle one, or a new one if the pool has room.
+    async fn try_acquire(
+        &self,
+        deadline: Instant,
+        connect_timeout: Duration,
+        started: Instant,
+    ) -> Result<Lease, PoolError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
         let timeouts = Timeouts {
             wait: Some(wait),
             create: Some(connect_timeout.min(wait.max(Duration::from_millis(1)))),
@@ -177,7 +265,7 @@ impl Pool {
         let want = self.min_idle as usize;
         let mut leases = Vec::with_capacity(want);
         let results = futures_util::future::join_all(
-            (0..want).map(|_| self.acquire(connect_timeout, connect_timeout)),
+            (0..want).map(|_| self.acquire(Instant::now() + connect_timeout, connect_timeout)),
         )
         .await;
         for r in results {
@@ -249,7 +337,7 @@ impl Pool {
         if size < self.min_idle as usize {
             let missing = self.min_idle as usize - size;
             let opened = futures_util::future::join_all(
-                (0..missing).map(|_| self.acquire(connect, connect)),
+                (0..missing).map(|_| self.acquire(Instant::now() + connect, connect)),
             )
             .await;
             let failed = opened.iter().filter(|r| r.is_err()).count();
@@ -263,11 +351,7 @@ impl Pool {
 /// A connection's lifetime shortened by up to 10 %, varying per connection, so connections
 /// opened together (at prewarm) are not all closed and reopened in the same instant.
 fn jittered(lifetime: Duration, created: Instant) -> Duration {
-    use std::hash::{BuildHasher, RandomState};
-    static SEED: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
-    let h = SEED.get_or_init(RandomState::new).hash_one(created);
-    let fraction = (h % 1000) as f64 / 10_000.0;
-    lifetime.mul_f64(1.0 - fraction)
+    lifetime.mul_f64(1.0 - 0.1 * jitter_fraction(created))
 }
 
 /// The connection settings every pooled session starts with. Set in the startup packet, so
@@ -344,11 +428,11 @@ impl Pools {
         deadline: Option<Instant>,
     ) -> Result<Lease, PoolError> {
         let pool = self.route(priority);
-        let mut wait = self.connection_timeout;
+        let mut until = Instant::now() + self.connection_timeout;
         if let Some(deadline) = deadline {
-            wait = wait.min(deadline.saturating_duration_since(Instant::now()));
+            until = until.min(deadline);
         }
-        pool.acquire(wait, self.connection_timeout).await
+        pool.acquire(until, self.connection_timeout).await
     }
 
     /// Opens every pool's minimum of connections.

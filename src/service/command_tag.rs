@@ -1,6 +1,8 @@
 //! The PostgreSQL command tag of a statement ("INSERT 0 1", "CREATE TABLE"), rebuilt from its
 //! leading keywords and row count, since tokio-postgres hands over only the count.
 
+use super::sql_text::{leading_words, top_level_words};
+
 /// Modifiers that sit between CREATE/DROP/ALTER and the object type.
 const MODIFIERS: &[&str] = &[
     "OR",
@@ -99,77 +101,6 @@ pub fn command_tag(sql: &str, n: u64) -> String {
         }
         _ => verb,
     }
-}
-
-/// Up to `limit` leading words, upper-cased, skipping whitespace, comments and parentheses.
-fn leading_words(sql: &str, limit: usize) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut rest = sql;
-    while words.len() < limit {
-        rest = skip_noise(rest);
-        let end = rest
-            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        if end == 0 {
-            break;
-        }
-        words.push(rest[..end].to_ascii_uppercase());
-        rest = &rest[end..];
-    }
-    words
-}
-
-/// Skips whitespace, `--` and `/* */` comments, and `(`.
-fn skip_noise(mut s: &str) -> &str {
-    loop {
-        let t = s.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(r) = t.strip_prefix("--") {
-            s = r.find('\n').map_or("", |i| &r[i + 1..]);
-        } else if let Some(r) = t.strip_prefix("/*") {
-            s = r.find("*/").map_or("", |i| &r[i + 2..]);
-        } else {
-            return t;
-        }
-    }
-}
-
-/// Words outside every parenthesis, upper-cased, skipping quoted text and comments: what
-/// is left of a statement once CTE bodies and column lists are set aside.
-fn top_level_words(sql: &str) -> Vec<String> {
-    let bytes = sql.as_bytes();
-    let mut words = Vec::new();
-    let mut depth = 0i32;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            q @ (b'\'' | b'"') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != q {
-                    i += 1;
-                }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                if depth == 0 {
-                    words.push(sql[start..i].to_ascii_uppercase());
-                }
-                continue;
-            }
-            _ => {}
-        }
-        i += 1;
-    }
-    words
 }
 
 /// `CREATE TABLE ... AS <query>` or `CREATE MATERIALIZED VIEW ... AS <query>`.

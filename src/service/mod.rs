@@ -3,6 +3,8 @@
 mod command_tag;
 mod deadline;
 mod query;
+mod session;
+mod sql_text;
 mod statement;
 mod status;
 

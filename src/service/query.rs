@@ -1,15 +1,27 @@
-//! Query: one statement in autocommit on a pooled connection, within the request's budget.
+//! Query: one statement in autocommit on a pooled connection, within the request's budget,
+//! sent again only when that is safe.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::time::timeout_at;
 use tonic::{Request, Response, Status};
 
 use super::State;
 use super::deadline::Budget;
-use super::statement::{self, InFlight, Spec};
+use super::session;
+use super::statement::{self, Executed, Failed, InFlight, Spec};
 use crate::error::Error;
+use crate::pool::jitter_fraction;
 use crate::proto::{ExecutionInfo, Priority, QueryRequest, QueryResponse};
+
+/// Pauses before the second, third and fourth attempt (plus up to 20 % jitter); all attempts
+/// stay within `RETRY_BUDGET` and the request's deadline.
+const RETRY_BACKOFF: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_millis(2000),
+];
+const RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 /// Checks what can be checked before a connection is taken.
 pub(super) fn validate(req: &QueryRequest, state: &State) -> Result<(), Error> {
@@ -54,7 +66,7 @@ pub(super) async fn query(
     let req_timeout = request
         .get_ref()
         .timeout
-        .and_then(|d| std::time::Duration::try_from(d).ok());
+        .and_then(|d| Duration::try_from(d).ok());
     let budget = Budget::new(start, request.metadata(), req_timeout);
     let req = request.into_inner();
     let result = run(state, &req, budget).await;
@@ -80,20 +92,89 @@ fn fingerprint(sql: &str) -> String {
     format!("{:016x}", h.finish())
 }
 
+/// Whether a failed attempt may be sent again: when it never reached PostgreSQL, or when
+/// the caller declared it idempotent and it failed by connection loss, serialization
+/// failure or deadlock. A write whose outcome is unknown is otherwise never re-run.
+fn retryable(failed: &Failed, idempotent: bool) -> bool {
+    let Error::Postgres(e) = &failed.error else {
+        return false;
+    };
+    let connection_lost = match e.as_db_error() {
+        None => true,
+        Some(db) => {
+            let code = db.code().code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }
+    };
+    let conflict = e
+        .as_db_error()
+        .is_some_and(|db| matches!(db.code().code(), "40001" | "40P01"));
+    (connection_lost && !failed.may_have_run) || (idempotent && (connection_lost || conflict))
+}
+
 async fn run(state: &State, req: &QueryRequest, budget: Budget) -> Result<QueryResponse, Error> {
     validate(req, state)?;
+    let started = Instant::now();
     let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
-    let lease = state.pools.acquire(priority, budget.stop_at).await?;
-    let (pool, queue_time) = (lease.pool, lease.queue_time);
     let spec = Spec {
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
         cache_size: state.config.statement_cache_size,
     };
+    let mut backoff = RETRY_BACKOFF.iter();
+    let mut attempts = 0u32;
+    loop {
+        attempts += 1;
+        let lease = state.pools.acquire(priority, budget.stop_at).await?;
+        let (pool, queue_time) = (lease.pool, lease.queue_time);
+        match attempt(lease, &spec, state, budget).await {
+            Ok(executed) => {
+                let mut response = executed.response;
+                response.info = Some(ExecutionInfo {
+                    pool: pool.to_owned(),
+                    statement_cached: executed.cached,
+                    queue_time: prost_types::Duration::try_from(queue_time).ok(),
+                    execution_time: prost_types::Duration::try_from(executed.execution_time).ok(),
+                    attempts,
+                });
+                return Ok(response);
+            }
+            Err(failed) => {
+                let retry_at = backoff
+                    .next()
+                    .filter(|_| retryable(&failed, req.idempotent))
+                    .map(|d| {
+                        Instant::now() + d.mul_f64(1.0 + 0.2 * jitter_fraction(Instant::now()))
+                    });
+                let in_budget = retry_at.is_some_and(|at| {
+                    at.duration_since(started) < RETRY_BUDGET
+                        && budget.stop_at.is_none_or(|stop| at < stop)
+                });
+                if !in_budget {
+                    return Err(failed.error);
+                }
+                if attempts == 1 {
+                    state.stats.record_retry();
+                }
+                tracing::debug!(attempt = attempts, error = %failed.error, "retrying statement");
+                tokio::time::sleep_until(retry_at.expect("in budget").into()).await;
+            }
+        }
+    }
+}
+
+/// One attempt on one leased connection: runs the statement until the budget ends (then
+/// cancels it in PostgreSQL), and resets the session if the statement may have changed it.
+async fn attempt(
+    lease: crate::pool::Lease,
+    spec: &Spec<'_>,
+    state: &State,
+    budget: Budget,
+) -> Result<Executed, Failed> {
     let inflight = InFlight::new(lease);
     let result = {
-        let fut = statement::run(inflight.client(), &spec, &state.config.limits);
+        let fut = statement::run(inflight.client(), spec, &state.config.limits);
         tokio::pin!(fut);
         match budget.stop_at {
             None => fut.await,
@@ -105,26 +186,25 @@ async fn run(state: &State, req: &QueryRequest, budget: Budget) -> Result<QueryR
                     inflight.cancel();
                     let confirm_by = budget
                         .respond_by
-                        .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(1));
-                    match timeout_at(confirm_by.into(), &mut fut).await {
-                        Ok(Err(Error::Postgres(e))) if e.as_db_error().is_some() => {
-                            Err(Error::DeadlineExceeded { cause: Some(e) })
-                        }
-                        _ => Err(Error::DeadlineExceeded { cause: None }),
-                    }
+                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                    let cause = match timeout_at(confirm_by.into(), &mut fut).await {
+                        Ok(Err(Failed {
+                            error: Error::Postgres(e),
+                            ..
+                        })) if e.as_db_error().is_some() => Some(e),
+                        _ => None,
+                    };
+                    Err(Error::DeadlineExceeded { cause }.into())
                 }
             },
         }
     };
+    if session::may_change_session(spec.sql)
+        && !inflight.client().is_closed()
+        && session::reset(inflight.client()).await.is_err()
+    {
+        inflight.discard();
+    }
     inflight.finish();
-    let executed = result?;
-    let mut response = executed.response;
-    response.info = Some(ExecutionInfo {
-        pool: pool.to_owned(),
-        statement_cached: executed.cached,
-        queue_time: prost_types::Duration::try_from(queue_time).ok(),
-        execution_time: prost_types::Duration::try_from(executed.execution_time).ok(),
-        attempts: 1,
-    });
-    Ok(response)
+    result
 }

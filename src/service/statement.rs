@@ -63,14 +63,45 @@ async fn prepare(
     Ok((stmt, client.statement_cache.size() == before))
 }
 
+/// A statement that failed, and whether it may have run in PostgreSQL: what decides if it
+/// can be sent again.
+#[derive(Debug)]
+pub struct Failed {
+    /// The error.
+    pub error: Error,
+    /// False when it failed before its execution was sent (prepare, bind, a connection
+    /// already closed): running it again cannot run it twice.
+    pub may_have_run: bool,
+}
+
+impl<E: Into<Error>> From<E> for Failed {
+    /// Errors by default count as "may have run": the safe assumption.
+    fn from(e: E) -> Self {
+        Failed {
+            error: e.into(),
+            may_have_run: true,
+        }
+    }
+}
+
+fn not_run(e: impl Into<Error>) -> Failed {
+    Failed {
+        error: e.into(),
+        may_have_run: false,
+    }
+}
+
 /// Runs `spec` on `client` and collects its result within `limits`.
 pub async fn run(
     client: &ClientWrapper,
     spec: &Spec<'_>,
     limits: &Limits,
-) -> Result<Executed, Error> {
-    let (stmt, cached) = prepare(client, spec.sql, spec.cache_size).await?;
-    let params = bind_params(stmt.params(), spec.params)?;
+) -> Result<Executed, Failed> {
+    // Preparing executes nothing, so a failure up to binding means the statement never ran.
+    let (stmt, cached) = prepare(client, spec.sql, spec.cache_size)
+        .await
+        .map_err(not_run)?;
+    let params = bind_params(stmt.params(), spec.params).map_err(not_run)?;
     let columns: Vec<_> = stmt.columns().iter().map(column_of).collect();
     let max_rows = match spec.max_rows {
         0 => limits.max_rows,
@@ -78,7 +109,15 @@ pub async fn run(
     } as u64;
 
     let started = Instant::now();
-    let stream = client.query_raw(&stmt, params.iter()).await?;
+    // A connection already closed sends nothing: tokio-postgres fails the request locally.
+    let closed_before = client.is_closed();
+    let stream = client
+        .query_raw(&stmt, params.iter())
+        .await
+        .map_err(|e| Failed {
+            may_have_run: !closed_before,
+            error: e.into(),
+        })?;
     pin_mut!(stream);
     let mut rows: Vec<Row> = Vec::new();
     let mut needs_server: Vec<(usize, usize, Type, Vec<u8>)> = Vec::new();
@@ -110,7 +149,8 @@ pub async fn run(
         if bytes > limits.max_message_bytes {
             return Err(Error::ResponseTooLarge {
                 limit: limits.max_message_bytes,
-            });
+            }
+            .into());
         }
         rows.push(row);
     }
@@ -188,6 +228,7 @@ pub struct InFlight {
     lease: Option<Lease>,
     token: CancelToken,
     cancel_sent: Cell<bool>,
+    discard: Cell<bool>,
 }
 
 impl InFlight {
@@ -198,6 +239,7 @@ impl InFlight {
             lease: Some(lease),
             token,
             cancel_sent: Cell::new(false),
+            discard: Cell::new(false),
         }
     }
 
@@ -214,11 +256,16 @@ impl InFlight {
         }
     }
 
+    /// Closes the connection instead of returning it to the pool when finished.
+    pub fn discard(&self) {
+        self.discard.set(true);
+    }
+
     /// The statement is over: the connection goes back to its pool, unless a cancel was
-    /// sent, in which case it is discarded.
+    /// sent or it was marked for discarding.
     pub fn finish(mut self) {
         if let Some(lease) = self.lease.take()
-            && self.cancel_sent.get()
+            && (self.cancel_sent.get() || self.discard.get())
         {
             drop(Object::take(lease.conn));
         }

@@ -17,6 +17,7 @@ const SLICES: usize = 60;
 pub struct Stats {
     total: AtomicU64,
     failed: AtomicU64,
+    retried: AtomicU64,
     slow: AtomicU64,
     slow_threshold: Duration,
     started: Instant,
@@ -37,6 +38,7 @@ impl Stats {
         Stats {
             total: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            retried: AtomicU64::new(0),
             slow: AtomicU64::new(0),
             slow_threshold,
             started: Instant::now(),
@@ -67,6 +69,11 @@ impl Stats {
         let _ = w.slices[i].record(micros);
     }
 
+    /// Counts a statement that needed more than one attempt.
+    pub fn record_retry(&self) {
+        self.retried.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counters since start and latency over the window.
     pub fn snapshot(&self) -> QueryStats {
         let now = self.started.elapsed().as_secs();
@@ -92,7 +99,7 @@ impl Stats {
         QueryStats {
             total: self.total.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
-            retried: 0,
+            retried: self.retried.load(Ordering::Relaxed),
             latency_avg_ms: if merged.is_empty() {
                 0.0
             } else {

@@ -1,0 +1,101 @@
+//! Session hygiene for pooled connections: which statements may leave session state behind
+//! (settings, roles, listeners, prepared statements, cursors, temp tables, advisory locks),
+//! and the reset that returns such a connection to the state every session starts in.
+//!
+//! The choice is reset, not refuse: the statement runs as asked, and the connection is
+//! reset before anyone else uses it. Statements are classified by their text, erring toward
+//! a reset; state changed inside a function body the text does not show (a function that
+//! calls `set_config(..., false)` or takes a session advisory lock) is not seen.
+
+use deadpool_postgres::ClientWrapper;
+
+use super::sql_text::leading_words;
+
+/// Function names whose call leaves state in the session.
+const SESSION_FUNCTIONS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_try_advisory_lock",
+    "set_config",
+    "pg_listening_channels",
+    "dblink_connect",
+];
+
+/// Whether running `sql` in autocommit may leave state behind in the session.
+pub fn may_change_session(sql: &str) -> bool {
+    let words = leading_words(sql, 3);
+    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let by_command = match word(0) {
+        // SET LOCAL and SET TRANSACTION end with the statement's own transaction.
+        "SET" => !matches!(word(1), "LOCAL" | "TRANSACTION"),
+        "RESET" | "LISTEN" | "PREPARE" | "DEALLOCATE" | "DECLARE" | "LOAD" | "DO" | "CALL" => true,
+        "CREATE" => {
+            matches!(word(1), "TEMP" | "TEMPORARY")
+                || matches!(
+                    (word(1), word(2)),
+                    ("LOCAL" | "GLOBAL", "TEMP" | "TEMPORARY")
+                )
+        }
+        _ => false,
+    };
+    by_command || mentions_session_state(sql)
+}
+
+/// Text anywhere in the statement that points at session state: the functions above, a
+/// temporary table (`SELECT ... INTO TEMP`, `pg_temp.`).
+fn mentions_session_state(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    SESSION_FUNCTIONS.iter().any(|f| lower.contains(f))
+        || lower.contains("pg_temp")
+        || lower
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|w| w == "temp" || w == "temporary")
+}
+
+/// Returns the session to its starting state: `DISCARD ALL` (settings, role, listeners,
+/// prepared statements, cursors, temp tables, advisory locks). Our cached statements go with
+/// it, so the cache is emptied first.
+pub async fn reset(client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
+    client.statement_cache.clear();
+    client.batch_execute("DISCARD ALL").await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statements_that_leave_state_behind() {
+        let yes = [
+            "SET search_path = x",
+            "set role app",
+            "SET SESSION AUTHORIZATION bob",
+            "reset all",
+            "LISTEN chan",
+            "PREPARE p AS SELECT 1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "CREATE TEMP TABLE t (a int)",
+            "create local temporary table t (a int)",
+            "SELECT 1 INTO TEMP t",
+            "SELECT pg_advisory_lock(1)",
+            "select pg_try_advisory_lock_shared(1)",
+            "SELECT set_config('search_path', 'x', false)",
+            "DO $$ BEGIN EXECUTE 'SET work_mem = 1'; END $$",
+            "CREATE TABLE pg_temp.t (a int)",
+        ];
+        let no = [
+            "SELECT 1",
+            "SET LOCAL work_mem = '1MB'",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "INSERT INTO t VALUES (1)",
+            "SELECT pg_advisory_xact_lock(1)",
+            "SELECT temperature FROM readings",
+            "CREATE TABLE t (a int)",
+        ];
+        for sql in yes {
+            assert!(may_change_session(sql), "{sql}");
+        }
+        for sql in no {
+            assert!(!may_change_session(sql), "{sql}");
+        }
+    }
+}
