@@ -2,6 +2,8 @@
 //! PostgreSQL, and offers a generated client, a direct admin connection and value helpers.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
