@@ -307,3 +307,34 @@ async fn statement_cache_can_be_turned_off() {
         assert_eq!(scalar(&r), &int(7));
     }
 }
+
+#[tokio::test]
+async fn every_session_starts_with_the_sidecar_settings() {
+    let sidecar = Sidecar::start(&[
+        "--query-timeout",
+        "12000",
+        "--transaction-idle-timeout",
+        "240000",
+    ]);
+    let mut c = sidecar.client().await;
+    let r = query(
+        &mut c,
+        "SELECT current_setting('application_name'), current_setting('statement_timeout'),
+                current_setting('idle_in_transaction_session_timeout'), current_setting('TimeZone'),
+                current_setting('DateStyle'), current_setting('IntervalStyle')",
+        vec![],
+    )
+    .await
+    .expect("settings");
+    assert_eq!(
+        r.rows[0].values,
+        vec![
+            text("pgsidecar"),
+            text("12s"),
+            text("4min"),
+            text("UTC"),
+            text("ISO, MDY"),
+            text("postgres")
+        ]
+    );
+}
