@@ -137,6 +137,8 @@ pub struct Config {
     pub connection_validation: bool,
     /// A transaction stream idle this long is rolled back and its connection released.
     pub transaction_idle_timeout: Duration,
+    /// A transaction open this long is rolled back; `None` = no limit.
+    pub transaction_max_duration: Option<Duration>,
     /// Statements slower than this are logged as slow.
     pub slow_query: Duration,
     /// Where the gRPC server listens.
@@ -248,6 +250,7 @@ impl Config {
             health_check_interval: Duration::from_millis(1_000),
             connection_validation: true,
             transaction_idle_timeout: Duration::from_millis(300_000),
+            transaction_max_duration: Some(Duration::from_millis(3_600_000)),
             slow_query: Duration::from_millis(1_000),
             grpc_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 50051)),
             http_addr: SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9898)),
@@ -459,6 +462,8 @@ impl Key {
         "Validate connections before reuse");
     const TRANSACTION_IDLE_TIMEOUT: Key = Key::new("transaction-idle-timeout", "DB_TRANSACTION_IDLE_TIMEOUT", "MS", "300000",
         "Roll back a transaction stream idle this many ms");
+    const TRANSACTION_MAX_DURATION: Key = Key::new("transaction-max-duration", "DB_TRANSACTION_MAX_DURATION", "MS", "3600000",
+        "Roll back a transaction stream open this many ms, 0 = no limit");
     const SLOW_QUERY_MS: Key = Key::new("slow-query-ms", "DB_SLOW_QUERY_MS", "MS", "1000",
         "Log statements slower than this many ms");
     const GRPC_ADDR: Key = Key::new("grpc-addr", "PGSIDECAR_GRPC_ADDR", "ADDR", "127.0.0.1:50051",
@@ -483,13 +488,14 @@ impl Key {
         "Time allowed to drain on shutdown, in ms");
 
     /// Every setting, in `--help` order.
-    const ALL: [Key; 30] = [
+    const ALL: [Key; 31] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
         Key::ENABLE_FAILOVER, Key::FAILOVER_THRESHOLD, Key::FAILOVER_POOL_MAX, Key::FAILOVER_POOL_MIN,
         Key::FAILOVER_DATABASE_URL, Key::STATEMENT_CACHE_SIZE, Key::HEALTH_CHECK_INTERVAL,
-        Key::CONNECTION_VALIDATION, Key::TRANSACTION_IDLE_TIMEOUT, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
+        Key::CONNECTION_VALIDATION, Key::TRANSACTION_IDLE_TIMEOUT,
+        Key::TRANSACTION_MAX_DURATION, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
         Key::HTTP_ADDR, Key::REFLECTION, Key::LOG_FORMAT, Key::LOG_LEVEL, Key::MAX_SQL_BYTES,
         Key::MAX_PARAMS, Key::MAX_MESSAGE_BYTES, Key::MAX_ROWS, Key::SHUTDOWN_GRACE,
     ];
@@ -783,6 +789,7 @@ impl Layers<'_> {
         self.set(&mut c.health_check_interval, Key::HEALTH_CHECK_INTERVAL, millis(100))?;
         self.set(&mut c.connection_validation, Key::CONNECTION_VALIDATION, parse_bool)?;
         self.set(&mut c.transaction_idle_timeout, Key::TRANSACTION_IDLE_TIMEOUT, millis(1))?;
+        self.set(&mut c.transaction_max_duration, Key::TRANSACTION_MAX_DURATION, millis_or_none)?;
         self.set(&mut c.slow_query, Key::SLOW_QUERY_MS, millis(0))?;
         self.set(&mut c.grpc_addr, Key::GRPC_ADDR, parse_addr)?;
         self.set(&mut c.http_addr, Key::HTTP_ADDR, parse_addr)?;
@@ -1139,6 +1146,7 @@ mod tests {
             ("DB_HEALTH_CHECK_INTERVAL", "100"),
             ("DB_CONNECTION_VALIDATION_ENABLED", "no"),
             ("DB_TRANSACTION_IDLE_TIMEOUT", "60000"),
+            ("DB_TRANSACTION_MAX_DURATION", "0"),
             ("DB_SLOW_QUERY_MS", "0"),
             ("PGSIDECAR_GRPC_ADDR", "0.0.0.0:6000"),
             ("PGSIDECAR_HTTP_ADDR", "[::1]:6001"),
@@ -1175,6 +1183,7 @@ mod tests {
             health_check_interval: MS(100),
             connection_validation: false,
             transaction_idle_timeout: MS(60_000),
+            transaction_max_duration: None,
             slow_query: Duration::ZERO,
             grpc_addr: "0.0.0.0:6000".parse().unwrap(),
             http_addr: "[::1]:6001".parse().unwrap(),
@@ -1219,6 +1228,7 @@ mod tests {
             "--health-check-interval=250",
             "--connection-validation=FALSE",
             "--transaction-idle-timeout=3",
+            "--transaction-max-duration=8",
             "--slow-query-ms=4",
             "--grpc-addr=127.0.0.1:0",
             "--http-addr=127.0.0.1:0",
@@ -1248,6 +1258,7 @@ mod tests {
         assert_eq!(c.health_check_interval, MS(250));
         assert!(!c.connection_validation);
         assert_eq!(c.transaction_idle_timeout, MS(3));
+        assert_eq!(c.transaction_max_duration, Some(MS(8)));
         assert_eq!(c.slow_query, MS(4));
         assert_eq!(c.grpc_addr, "127.0.0.1:0".parse().unwrap());
         assert!(!c.reflection);

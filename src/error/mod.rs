@@ -60,9 +60,27 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
-    /// The RPC is not implemented yet.
-    #[error("{0}")]
-    Unimplemented(&'static str),
+    /// The client cancelled or went away mid-call.
+    #[error("the client cancelled the call")]
+    ClientGone,
+    /// A transaction stream was idle longer than its idle timeout and was rolled back.
+    #[error("the transaction was idle for more than {0:?} and was rolled back")]
+    TransactionIdleTimeout(Duration),
+    /// A transaction outlived the maximum transaction duration and was rolled back.
+    #[error("the transaction ran longer than {0:?} and was rolled back")]
+    TransactionTooLong(Duration),
+    /// The connection was lost while COMMIT was in flight: it may or may not have committed.
+    #[error(
+        "the connection was lost during COMMIT; the outcome is unknown{}",
+        txid.as_ref().map(|t| format!(" (txid {t}: check it with txid_status)")).unwrap_or_default()
+    )]
+    CommitOutcomeUnknown {
+        /// The PostgreSQL transaction id, when it was learned before the loss; `None` also
+        /// when the transaction wrote nothing (no id was assigned).
+        txid: Option<String>,
+        /// Whether the transaction had been assigned an id (had written) when last seen.
+        wrote: Option<bool>,
+    },
 }
 
 impl Error {
@@ -272,12 +290,34 @@ impl From<&Error> for Parts {
                 "RESPONSE_TOO_LARGE",
                 none(),
             ),
-            Error::Unimplemented(_) => parts(
-                Code::Unimplemented,
+            Error::ClientGone => parts(Code::Cancelled, err.to_string(), "CANCELLED", none()),
+            Error::TransactionIdleTimeout(_) => parts(
+                Code::Aborted,
                 err.to_string(),
-                "UNIMPLEMENTED",
+                "TRANSACTION_IDLE_TIMEOUT",
                 none(),
             ),
+            Error::TransactionTooLong(_) => parts(
+                Code::Aborted,
+                err.to_string(),
+                "TRANSACTION_MAX_DURATION",
+                none(),
+            ),
+            Error::CommitOutcomeUnknown { txid, wrote } => {
+                let mut metadata = none();
+                if let Some(t) = txid {
+                    metadata.insert("txid".to_owned(), t.clone());
+                }
+                if let Some(w) = wrote {
+                    metadata.insert("wrote".to_owned(), w.to_string());
+                }
+                parts(
+                    Code::Unavailable,
+                    err.to_string(),
+                    "COMMIT_OUTCOME_UNKNOWN",
+                    metadata,
+                )
+            }
         }
     }
 }

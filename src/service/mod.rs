@@ -7,6 +7,8 @@ mod session;
 mod sql_text;
 mod statement;
 mod status;
+mod stream_query;
+mod transaction;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,7 +17,6 @@ use futures_util::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Config;
-use crate::error::Error;
 use crate::health::Health;
 use crate::pool::Pools;
 use crate::proto::data_access_server::DataAccess;
@@ -51,7 +52,8 @@ impl DataAccessService {
     }
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A boxed stream of responses, as the streaming RPCs return.
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[tonic::async_trait]
 impl DataAccess for DataAccessService {
@@ -66,21 +68,18 @@ impl DataAccess for DataAccessService {
 
     async fn stream_query(
         &self,
-        _request: Request<QueryRequest>,
+        request: Request<QueryRequest>,
     ) -> Result<Response<Self::StreamQueryStream>, Status> {
-        Err(
-            Error::Unimplemented("StreamQuery is not implemented yet; use Query with max_rows")
-                .into(),
-        )
+        stream_query::stream_query(self.state.clone(), request).await
     }
 
     type TransactionStream = BoxStream<TransactionResponse>;
 
     async fn transaction(
         &self,
-        _request: Request<Streaming<TransactionRequest>>,
+        request: Request<Streaming<TransactionRequest>>,
     ) -> Result<Response<Self::TransactionStream>, Status> {
-        Err(Error::Unimplemented("Transaction is not implemented yet").into())
+        transaction::transaction(self.state.clone(), request).await
     }
 
     async fn pool_status(

@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use super::deadline::Budget;
-use super::session;
 use super::statement::{self, Executed, Failed, InFlight, Spec};
 use crate::error::Error;
 use crate::pool::jitter_fraction;
@@ -25,28 +24,11 @@ const RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 /// Checks what can be checked before a connection is taken.
 pub(super) fn validate(req: &QueryRequest, state: &State) -> Result<(), Error> {
-    let limits = &state.config.limits;
-    if req.sql.trim().is_empty() {
-        return Err(Error::invalid("sql", "must contain a statement"));
-    }
-    if req.sql.len() > limits.max_sql_bytes {
+    statement::validate(&req.sql, &req.params, &state.config.limits)?;
+    if let Some(cmd) = super::session::transaction_control(&req.sql) {
         return Err(Error::invalid(
             "sql",
-            format!(
-                "is {} bytes; the limit is {}",
-                req.sql.len(),
-                limits.max_sql_bytes
-            ),
-        ));
-    }
-    if req.params.len() > limits.max_params {
-        return Err(Error::invalid(
-            "params",
-            format!(
-                "{} values; the limit is {}",
-                req.params.len(),
-                limits.max_params
-            ),
+            format!("{cmd} is not allowed in Query, which runs in autocommit: use Transaction"),
         ));
     }
     if let Some(t) = &req.timeout
@@ -199,12 +181,6 @@ async fn attempt(
             },
         }
     };
-    if session::may_change_session(spec.sql)
-        && !inflight.client().is_closed()
-        && session::reset(inflight.client()).await.is_err()
-    {
-        inflight.discard();
-    }
-    inflight.finish();
+    inflight.finish_after(spec.sql).await;
     result
 }

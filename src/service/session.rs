@@ -40,6 +40,23 @@ pub fn may_change_session(sql: &str) -> bool {
     by_command || mentions_session_state(sql)
 }
 
+/// The transaction-control command `sql` is, if any: these would break the pooling model in
+/// Query (a BEGIN left open on a shared connection) and the lease's own bookkeeping in
+/// Transaction, so both refuse them. SAVEPOINT, RELEASE and ROLLBACK TO are allowed.
+pub fn transaction_control(sql: &str) -> Option<&'static str> {
+    let words = leading_words(sql, 4);
+    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    match word(0) {
+        "BEGIN" => Some("BEGIN"),
+        "START" => Some("START TRANSACTION"),
+        "COMMIT" | "END" => Some("COMMIT"),
+        "ABORT" => Some("ROLLBACK"),
+        "ROLLBACK" if !words.iter().any(|w| w == "TO") => Some("ROLLBACK"),
+        "PREPARE" if word(1) == "TRANSACTION" => Some("PREPARE TRANSACTION"),
+        _ => None,
+    }
+}
+
 /// Text anywhere in the statement that points at session state: the functions above, a
 /// temporary table (`SELECT ... INTO TEMP`, `pg_temp.`).
 fn mentions_session_state(sql: &str) -> bool {
@@ -96,6 +113,28 @@ mod tests {
         }
         for sql in no {
             assert!(!may_change_session(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn transaction_control_is_recognised() {
+        let cases = [
+            ("begin", Some("BEGIN")),
+            ("START TRANSACTION READ ONLY", Some("START TRANSACTION")),
+            ("commit", Some("COMMIT")),
+            ("END", Some("COMMIT")),
+            ("rollback", Some("ROLLBACK")),
+            ("ABORT", Some("ROLLBACK")),
+            ("PREPARE TRANSACTION 'x'", Some("PREPARE TRANSACTION")),
+            ("ROLLBACK TO SAVEPOINT s", None),
+            ("rollback work to s", None),
+            ("SAVEPOINT s", None),
+            ("RELEASE SAVEPOINT s", None),
+            ("PREPARE p AS SELECT 1", None),
+            ("SELECT 1", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(transaction_control(sql), want, "{sql}");
         }
     }
 }

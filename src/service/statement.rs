@@ -2,7 +2,7 @@
 //! read and decode rows within the limits, and cancel it in PostgreSQL when the budget ends
 //! or the caller goes away.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::{ClientWrapper, Object};
@@ -12,6 +12,7 @@ use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{CancelToken, NoTls};
 
 use super::command_tag::command_tag;
+use super::session;
 use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell};
 use crate::config::Limits;
 use crate::error::Error;
@@ -38,6 +39,34 @@ pub struct Executed {
     pub cached: bool,
     /// From sending the statement to its last row.
     pub execution_time: Duration,
+}
+
+/// Checks a statement's text and parameters against the limits before it is sent.
+pub fn validate(sql: &str, params: &[Value], limits: &Limits) -> Result<(), Error> {
+    if sql.trim().is_empty() {
+        return Err(Error::invalid("sql", "must contain a statement"));
+    }
+    if sql.len() > limits.max_sql_bytes {
+        return Err(Error::invalid(
+            "sql",
+            format!(
+                "is {} bytes; the limit is {}",
+                sql.len(),
+                limits.max_sql_bytes
+            ),
+        ));
+    }
+    if params.len() > limits.max_params {
+        return Err(Error::invalid(
+            "params",
+            format!(
+                "{} values; the limit is {}",
+                params.len(),
+                limits.max_params
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Bytes reserved in a response for the command tag, counters and `info`.
@@ -91,36 +120,102 @@ fn not_run(e: impl Into<Error>) -> Failed {
     }
 }
 
-/// Runs `spec` on `client` and collects its result within `limits`.
-pub async fn run(
-    client: &ClientWrapper,
-    spec: &Spec<'_>,
-    limits: &Limits,
-) -> Result<Executed, Failed> {
+/// A statement whose execution has been sent: its rows are read from `rows`.
+pub struct Started {
+    /// The result rows as PostgreSQL sends them.
+    pub rows: tokio_postgres::RowStream,
+    /// The result columns.
+    pub columns: Vec<crate::proto::Column>,
+    /// The statement was already prepared on this connection.
+    pub cached: bool,
+    /// Some column needs PostgreSQL's help to become text (see `needs_server_text`).
+    pub needs_server_text: bool,
+    /// When execution was sent.
+    pub at: Instant,
+}
+
+/// Prepares, binds and sends `spec` for execution.
+pub async fn start(client: &ClientWrapper, spec: &Spec<'_>) -> Result<Started, Failed> {
     // Preparing executes nothing, so a failure up to binding means the statement never ran.
     let (stmt, cached) = prepare(client, spec.sql, spec.cache_size)
         .await
         .map_err(not_run)?;
     let params = bind_params(stmt.params(), spec.params).map_err(not_run)?;
-    let columns: Vec<_> = stmt.columns().iter().map(column_of).collect();
-    let max_rows = match spec.max_rows {
-        0 => limits.max_rows,
-        n => n.min(limits.max_rows),
-    } as u64;
-
-    let started = Instant::now();
+    let columns = stmt.columns().iter().map(column_of).collect();
+    let needs_server_text = stmt
+        .columns()
+        .iter()
+        .any(|c| crate::codec::needs_server_text(c.type_()));
+    let at = Instant::now();
     // A connection already closed sends nothing: tokio-postgres fails the request locally.
     let closed_before = client.is_closed();
-    let stream = client
+    let rows = client
         .query_raw(&stmt, params.iter())
         .await
         .map_err(|e| Failed {
             may_have_run: !closed_before,
             error: e.into(),
         })?;
+    Ok(Started {
+        rows,
+        columns,
+        cached,
+        needs_server_text,
+        at,
+    })
+}
+
+/// A cell to be turned into text by PostgreSQL: (row index, column index, type, raw bytes).
+pub type PendingText = (usize, usize, Type, Vec<u8>);
+
+/// Decodes one row; cells that need PostgreSQL's text output get a placeholder and an entry
+/// in `pending` (as row `index`).
+pub fn decode_row(
+    row: &tokio_postgres::Row,
+    index: usize,
+    pending: &mut Vec<PendingText>,
+) -> Result<Row, Error> {
+    let mut values = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let RawCell(raw) = row.try_get(i)?;
+        match decode_cell(col.type_(), raw)? {
+            Decoded::Value(v) => values.push(v),
+            Decoded::NeedsServer => {
+                let raw = raw.unwrap_or_default().to_vec();
+                pending.push((index, i, col.type_().clone(), raw));
+                values.push(Value::default());
+            }
+        }
+    }
+    Ok(Row { values })
+}
+
+/// The row cap for a request's `max_rows` (0 = the server's limit, larger asks capped).
+pub fn row_cap(max_rows: u32, limits: &Limits) -> u64 {
+    match max_rows {
+        0 => limits.max_rows,
+        n => n.min(limits.max_rows),
+    }
+    .into()
+}
+
+/// Runs `spec` on `client` and collects its result within `limits`.
+pub async fn run(
+    client: &ClientWrapper,
+    spec: &Spec<'_>,
+    limits: &Limits,
+) -> Result<Executed, Failed> {
+    let Started {
+        rows: stream,
+        columns,
+        cached,
+        at: started,
+        ..
+    } = start(client, spec).await?;
+    let max_rows = row_cap(spec.max_rows, limits);
     pin_mut!(stream);
     let mut rows: Vec<Row> = Vec::new();
-    let mut needs_server: Vec<(usize, usize, Type, Vec<u8>)> = Vec::new();
+    let mut pending = Vec::new();
     // The response is counted as it grows, so an oversized result fails cleanly here rather
     // than in tonic's encoder after all of it was built.
     let mut bytes = RESPONSE_TRAILER + columns.iter().map(|c| c.encoded_len() + 2).sum::<usize>();
@@ -132,19 +227,7 @@ pub async fn run(
         if seen > max_rows {
             continue;
         }
-        let mut values = Vec::with_capacity(row.len());
-        for (i, col) in row.columns().iter().enumerate() {
-            let RawCell(raw) = row.try_get(i)?;
-            match decode_cell(col.type_(), raw)? {
-                Decoded::Value(v) => values.push(v),
-                Decoded::NeedsServer => {
-                    let raw = raw.unwrap_or_default().to_vec();
-                    needs_server.push((rows.len(), i, col.type_().clone(), raw));
-                    values.push(Value::default());
-                }
-            }
-        }
-        let row = Row { values };
+        let row = decode_row(&row, rows.len(), &mut pending)?;
         bytes += row.encoded_len() + 4;
         if bytes > limits.max_message_bytes {
             return Err(Error::ResponseTooLarge {
@@ -155,7 +238,7 @@ pub async fn run(
         rows.push(row);
     }
     let rows_affected = stream.rows_affected().unwrap_or(0);
-    fill_server_text(client, &mut rows, needs_server).await?;
+    fill_server_text(client, &mut rows, pending).await?;
     let execution_time = started.elapsed();
 
     Ok(Executed {
@@ -196,10 +279,10 @@ impl ToSql for RawParam<'_> {
 /// Asks PostgreSQL for the text output of values whose binary form is not decoded here
 /// (extension types, tsvector, geometric types, ...). The requests are pipelined on the
 /// connection, so a column of such values costs about one round trip.
-async fn fill_server_text(
+pub async fn fill_server_text(
     client: &ClientWrapper,
     rows: &mut [Row],
-    cells: Vec<(usize, usize, Type, Vec<u8>)>,
+    cells: Vec<PendingText>,
 ) -> Result<(), Error> {
     if cells.is_empty() {
         return Ok(());
@@ -227,8 +310,8 @@ async fn fill_server_text(
 pub struct InFlight {
     lease: Option<Lease>,
     token: CancelToken,
-    cancel_sent: Cell<bool>,
-    discard: Cell<bool>,
+    cancel_sent: AtomicBool,
+    discard: AtomicBool,
 }
 
 impl InFlight {
@@ -238,8 +321,8 @@ impl InFlight {
         InFlight {
             lease: Some(lease),
             token,
-            cancel_sent: Cell::new(false),
-            discard: Cell::new(false),
+            cancel_sent: AtomicBool::new(false),
+            discard: AtomicBool::new(false),
         }
     }
 
@@ -250,7 +333,7 @@ impl InFlight {
 
     /// Sends PostgreSQL a CancelRequest for whatever runs on the connection now.
     pub fn cancel(&self) {
-        if !self.cancel_sent.replace(true) {
+        if !self.cancel_sent.swap(true, Ordering::Relaxed) {
             let token = self.token.clone();
             tokio::spawn(async move { token.cancel_query(NoTls).await });
         }
@@ -258,14 +341,25 @@ impl InFlight {
 
     /// Closes the connection instead of returning it to the pool when finished.
     pub fn discard(&self) {
-        self.discard.set(true);
+        self.discard.store(true, Ordering::Relaxed);
+    }
+
+    /// Resets the session if `sql` may have changed it, then finishes.
+    pub async fn finish_after(self, sql: &str) {
+        if session::may_change_session(sql)
+            && !self.client().is_closed()
+            && session::reset(self.client()).await.is_err()
+        {
+            self.discard();
+        }
+        self.finish();
     }
 
     /// The statement is over: the connection goes back to its pool, unless a cancel was
     /// sent or it was marked for discarding.
     pub fn finish(mut self) {
         if let Some(lease) = self.lease.take()
-            && (self.cancel_sent.get() || self.discard.get())
+            && (self.cancel_sent.load(Ordering::Relaxed) || self.discard.load(Ordering::Relaxed))
         {
             drop(Object::take(lease.conn));
         }
@@ -276,7 +370,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             let token = self.token.clone();
-            let already = self.cancel_sent.get();
+            let already = self.cancel_sent.load(Ordering::Relaxed);
             tokio::spawn(async move {
                 if !already {
                     let _ = token.cancel_query(NoTls).await;

@@ -1,0 +1,173 @@
+//! StreamQuery: one statement whose rows flow to the client in bounded chunks. The client's
+//! reading paces everything: a full outbound channel stops us reading rows, which stops
+//! tokio-postgres reading the socket, which stops PostgreSQL sending.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{TryStreamExt, pin_mut};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::command_tag::command_tag;
+use super::deadline::Budget;
+use super::statement::{self, InFlight, Spec, decode_row, fill_server_text};
+use super::{BoxStream, State};
+use crate::error::Error;
+use crate::pool::Lease;
+use crate::proto::{ExecutionInfo, Priority, QueryRequest, QueryResponse};
+
+/// Most rows in one message.
+const CHUNK_ROWS: usize = 1000;
+/// Most row bytes in one message, also kept under half the message limit.
+const CHUNK_BYTES: usize = 1024 * 1024;
+/// Messages buffered ahead of the client.
+const BUFFERED_CHUNKS: usize = 2;
+
+/// Serves one StreamQuery call: checks and a connection first (errors end the call at
+/// once), then a task that streams the rows.
+pub(super) async fn stream_query(
+    state: Arc<State>,
+    request: Request<QueryRequest>,
+) -> Result<Response<BoxStream<QueryResponse>>, Status> {
+    let start = Instant::now();
+    let timeout = request
+        .get_ref()
+        .timeout
+        .and_then(|d| Duration::try_from(d).ok());
+    let budget = Budget::new(start, request.metadata(), timeout);
+    let req = request.into_inner();
+    super::query::validate(&req, &state)?;
+    let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
+    let lease = state
+        .pools
+        .acquire(priority, budget.stop_at)
+        .await
+        .map_err(Error::from)?;
+    let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
+    tokio::spawn(async move {
+        let result = run(&state, &req, lease, budget, &tx, priority).await;
+        state.stats.record(start.elapsed(), result.is_ok());
+        if let Err(e) = result {
+            let _ = tx.send(Err(Status::from(e))).await;
+        }
+    });
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+type Sender = mpsc::Sender<Result<QueryResponse, Status>>;
+
+async fn run(
+    state: &State,
+    req: &QueryRequest,
+    lease: Lease,
+    budget: Budget,
+    tx: &Sender,
+    priority: Priority,
+) -> Result<(), Error> {
+    let (pool, queue_time) = (lease.pool, lease.queue_time);
+    let inflight = InFlight::new(lease);
+    let spec = Spec {
+        sql: &req.sql,
+        params: &req.params,
+        max_rows: req.max_rows,
+        cache_size: state.config.statement_cache_size,
+    };
+    let produce = produce(state, &inflight, &spec, tx, priority, budget);
+    let stopped = async {
+        match budget.stop_at {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = produce => r.map(|(mut last, cached, execution_time)| {
+            last.info = Some(ExecutionInfo {
+                pool: pool.to_owned(),
+                statement_cached: cached,
+                queue_time: prost_types::Duration::try_from(queue_time).ok(),
+                execution_time: prost_types::Duration::try_from(execution_time).ok(),
+                attempts: 1,
+            });
+            last
+        }),
+        // The client went away: dropping `inflight` below cancels the statement.
+        _ = tx.closed() => return Ok(()),
+        _ = stopped => {
+            inflight.cancel();
+            Err(Error::DeadlineExceeded { cause: None })
+        }
+    };
+    let sent_last = match result {
+        Ok(last) => tx.send(Ok(last)).await.is_ok(),
+        Err(e) => {
+            inflight.finish_after(spec.sql).await;
+            return Err(e);
+        }
+    };
+    if sent_last {
+        inflight.finish_after(spec.sql).await;
+    }
+    Ok(())
+}
+
+/// Streams every chunk but the last, which it returns with the cache flag and the time.
+async fn produce(
+    state: &State,
+    inflight: &InFlight,
+    spec: &Spec<'_>,
+    tx: &Sender,
+    priority: Priority,
+    budget: Budget,
+) -> Result<(QueryResponse, bool, Duration), Error> {
+    let client = inflight.client();
+    let started = statement::start(client, spec).await.map_err(|f| f.error)?;
+    // Text for exotic types is asked of PostgreSQL on a second connection: this one is
+    // busy streaming.
+    let helper = if started.needs_server_text {
+        Some(state.pools.acquire(priority, budget.stop_at).await?)
+    } else {
+        None
+    };
+    let cap = match spec.max_rows {
+        0 => u64::MAX,
+        n => n.into(),
+    };
+    let chunk_bytes = CHUNK_BYTES.min(state.config.limits.max_message_bytes / 2);
+    let mut chunk = QueryResponse {
+        columns: started.columns,
+        ..Default::default()
+    };
+    let (mut bytes, mut seen, mut pending) = (0usize, 0u64, Vec::new());
+    let stream = started.rows;
+    pin_mut!(stream);
+    while let Some(row) = stream.try_next().await? {
+        seen += 1;
+        if seen > cap {
+            continue;
+        }
+        let row = decode_row(&row, chunk.rows.len(), &mut pending)?;
+        bytes += row.encoded_len();
+        chunk.rows.push(row);
+        if chunk.rows.len() >= CHUNK_ROWS || bytes >= chunk_bytes {
+            if let Some(h) = &helper {
+                fill_server_text(&h.conn, &mut chunk.rows, std::mem::take(&mut pending)).await?;
+            }
+            let full = std::mem::take(&mut chunk);
+            bytes = 0;
+            if tx.send(Ok(full)).await.is_err() {
+                return Err(Error::ClientGone);
+            }
+        }
+    }
+    if let Some(h) = &helper {
+        fill_server_text(&h.conn, &mut chunk.rows, pending).await?;
+    }
+    let rows_affected = stream.rows_affected().unwrap_or(0);
+    chunk.rows_affected = rows_affected;
+    chunk.command_tag = command_tag(spec.sql, rows_affected);
+    chunk.truncated = seen > cap;
+    Ok((chunk, started.cached, started.at.elapsed()))
+}

@@ -1,0 +1,451 @@
+//! Transaction: an interactive transaction over one bidirectional stream, as a lease on one
+//! connection. One task per stream reads the client's messages in order, runs them, and
+//! answers through a bounded channel, so a slow reader slows the task instead of growing
+//! memory. However the stream ends without a commit, the transaction is rolled back at once:
+//! a running statement is cancelled in PostgreSQL first and its connection discarded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, timeout};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::statement::{self, InFlight, Spec};
+use super::{BoxStream, State, session};
+use crate::error::Error;
+use crate::proto::transaction_request::Action;
+use crate::proto::transaction_response::Event;
+use crate::proto::{
+    BeginTransaction, ExecutionInfo, IsolationLevel, Priority, Statement, StatementResult,
+    TransactionBegun, TransactionCommitted, TransactionRequest, TransactionResponse,
+    TransactionRolledBack, statement_result::Outcome,
+};
+
+/// Answers buffered ahead of a slow reader.
+const BUFFERED_RESPONSES: usize = 16;
+/// Margin by which PostgreSQL's own idle-in-transaction timeout trails ours, so ours fires
+/// first and the client hears why.
+const SERVER_IDLE_MARGIN: Duration = Duration::from_secs(5);
+/// Longest wait for a ROLLBACK on the way out before the connection is discarded instead.
+const ROLLBACK_WAIT: Duration = Duration::from_secs(2);
+
+type Sender = mpsc::Sender<Result<TransactionResponse, Status>>;
+
+/// Starts the task that serves one Transaction stream.
+pub(super) async fn transaction(
+    state: Arc<State>,
+    request: Request<Streaming<TransactionRequest>>,
+) -> Result<Response<BoxStream<TransactionResponse>>, Status> {
+    let inbound = request.into_inner();
+    let (tx, rx) = mpsc::channel(BUFFERED_RESPONSES);
+    tokio::spawn(async move {
+        let mut lease = Lease::default();
+        let end = serve(&state, inbound, &tx, &mut lease).await;
+        lease.end().await;
+        if let Err(e) = end {
+            let _ = tx.send(Err(Status::from(e))).await;
+        }
+    });
+    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+}
+
+/// The connection a transaction holds, and what its end must do with it.
+#[derive(Default)]
+struct Lease {
+    conn: Option<InFlight>,
+    /// Still inside BEGIN ... (not yet committed or rolled back).
+    open: bool,
+    /// Some statement may have changed session state: reset before reuse.
+    dirty: bool,
+}
+
+impl Lease {
+    fn client(&self) -> &deadpool_postgres::ClientWrapper {
+        self.conn
+            .as_ref()
+            .expect("connection held after begin")
+            .client()
+    }
+
+    /// Gives the connection back: rolls back what is still open, resets a dirty session,
+    /// and discards the connection if either fails or a cancel was sent.
+    async fn end(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.open {
+            let rolled_back = timeout(ROLLBACK_WAIT, conn.client().batch_execute("ROLLBACK")).await;
+            if !matches!(rolled_back, Ok(Ok(()))) {
+                conn.discard();
+            }
+        }
+        if self.dirty
+            && !conn.client().is_closed()
+            && !matches!(
+                timeout(ROLLBACK_WAIT, session::reset(conn.client())).await,
+                Ok(Ok(()))
+            )
+        {
+            conn.discard();
+        }
+        conn.finish();
+    }
+
+    /// The client is gone mid-statement: cancel it in PostgreSQL and close the connection,
+    /// which ends the transaction (and frees its locks) without waiting for anything.
+    fn abandon(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            conn.cancel();
+            conn.finish();
+        }
+    }
+}
+
+/// What the next read from the client brought.
+enum Next {
+    Message(TransactionRequest),
+    /// The client half-closed its side.
+    End,
+    /// The stream broke or the client cancelled.
+    Gone,
+    Idle,
+    TooLong,
+}
+
+async fn next(
+    inbound: &mut Streaming<TransactionRequest>,
+    tx: &Sender,
+    idle: Duration,
+    until: Option<Instant>,
+) -> Next {
+    let too_long = async {
+        match until {
+            Some(at) => sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        biased;
+        _ = tx.closed() => Next::Gone,
+        _ = too_long => Next::TooLong,
+        m = timeout(idle, inbound.message()) => match m {
+            Err(_) => Next::Idle,
+            Ok(Ok(Some(m))) => Next::Message(m),
+            Ok(Ok(None)) => Next::End,
+            Ok(Err(_)) => Next::Gone,
+        },
+    }
+}
+
+fn event(e: Event) -> Result<TransactionResponse, Status> {
+    Ok(TransactionResponse { event: Some(e) })
+}
+
+/// A process-unique transaction id for logs and events.
+fn new_transaction_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    static BOOT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let boot = BOOT.get_or_init(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    });
+    format!("tx-{boot:x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The BEGIN statement for the requested mode, with PostgreSQL's idle timeout set to trail
+/// ours for this transaction only.
+fn begin_sql(b: &BeginTransaction, idle: Duration) -> String {
+    let mut sql = String::from("BEGIN");
+    match IsolationLevel::try_from(b.isolation).unwrap_or(IsolationLevel::Unspecified) {
+        IsolationLevel::Unspecified => {}
+        IsolationLevel::ReadCommitted => sql.push_str(" ISOLATION LEVEL READ COMMITTED"),
+        IsolationLevel::RepeatableRead => sql.push_str(" ISOLATION LEVEL REPEATABLE READ"),
+        IsolationLevel::Serializable => sql.push_str(" ISOLATION LEVEL SERIALIZABLE"),
+    }
+    if b.read_only {
+        sql.push_str(" READ ONLY");
+    }
+    if b.deferrable {
+        sql.push_str(" DEFERRABLE");
+    }
+    let server_idle = (idle + SERVER_IDLE_MARGIN)
+        .as_millis()
+        .min(i32::MAX as u128);
+    sql.push_str(&format!(
+        "; SET LOCAL idle_in_transaction_session_timeout = {server_idle}"
+    ));
+    sql
+}
+
+async fn serve(
+    state: &State,
+    mut inbound: Streaming<TransactionRequest>,
+    tx: &Sender,
+    lease: &mut Lease,
+) -> Result<(), Error> {
+    let default_idle = state.config.transaction_idle_timeout;
+    let begin = match next(&mut inbound, tx, default_idle, None).await {
+        Next::Message(TransactionRequest {
+            action: Some(Action::Begin(b)),
+        }) => b,
+        Next::Message(TransactionRequest { action: None }) => {
+            return Err(Error::invalid(
+                "action",
+                "empty message: set exactly one action",
+            ));
+        }
+        Next::Message(_) => {
+            return Err(Error::invalid("action", "the first message must be begin"));
+        }
+        Next::End | Next::Gone => return Ok(()),
+        Next::Idle => return Err(Error::TransactionIdleTimeout(default_idle)),
+        Next::TooLong => unreachable!("no duration limit before begin"),
+    };
+    let idle = begin
+        .idle_timeout
+        .and_then(|d| Duration::try_from(d).ok())
+        .filter(|d| !d.is_zero())
+        .unwrap_or(default_idle);
+    let until = state
+        .config
+        .transaction_max_duration
+        .map(|d| Instant::now() + d);
+    let priority = Priority::try_from(begin.priority).unwrap_or(Priority::Unspecified);
+    let acquired = state.pools.acquire(priority, None).await?;
+    let pool = acquired.pool;
+    lease.conn = Some(InFlight::new(acquired));
+    lease
+        .client()
+        .batch_execute(&begin_sql(&begin, idle))
+        .await?;
+    lease.open = true;
+    let transaction_id = new_transaction_id();
+    tracing::debug!(%transaction_id, pool, "transaction begun");
+    let begun = TransactionBegun {
+        transaction_id: transaction_id.clone(),
+        pool: pool.to_owned(),
+    };
+    if tx.send(event(Event::Begun(begun))).await.is_err() {
+        return Ok(());
+    }
+
+    // The error that aborted the transaction, until a statement succeeds again (ROLLBACK TO
+    // SAVEPOINT): PostgreSQL refuses everything else meanwhile.
+    let mut aborted_by: Option<tonic_types::pb::Status> = None;
+    loop {
+        let request = match next(&mut inbound, tx, idle, until).await {
+            Next::Message(m) => m,
+            Next::End => {
+                // Half-closed without a commit: roll back and say so.
+                lease.end().await;
+                let _ = tx
+                    .send(event(Event::RolledBack(TransactionRolledBack {
+                        transaction_id,
+                        reason: "the stream ended without a commit".into(),
+                        error: None,
+                    })))
+                    .await;
+                return Ok(());
+            }
+            Next::Gone => return Ok(()),
+            Next::Idle => return Err(Error::TransactionIdleTimeout(idle)),
+            Next::TooLong => {
+                return Err(Error::TransactionTooLong(
+                    state.config.transaction_max_duration.unwrap_or_default(),
+                ));
+            }
+        };
+        match request.action {
+            None => {
+                return Err(Error::invalid(
+                    "action",
+                    "empty message: set exactly one action",
+                ));
+            }
+            Some(Action::Begin(_)) => {
+                return Err(Error::invalid(
+                    "action",
+                    "begin was already sent on this stream",
+                ));
+            }
+            Some(Action::Execute(stmt)) => {
+                let Some(result) =
+                    execute(state, lease, &stmt, pool, tx, until, &mut aborted_by).await?
+                else {
+                    return Ok(());
+                };
+                if tx.send(event(Event::Result(result))).await.is_err() {
+                    return Ok(());
+                }
+            }
+            Some(Action::Rollback(_)) => {
+                lease.end().await;
+                let _ = tx
+                    .send(event(Event::RolledBack(TransactionRolledBack {
+                        transaction_id,
+                        reason: "rollback requested".into(),
+                        error: None,
+                    })))
+                    .await;
+                return refuse_trailing(&mut inbound);
+            }
+            Some(Action::Commit(_)) => {
+                let outcome = commit(lease, &transaction_id, aborted_by).await?;
+                lease.end().await;
+                let _ = tx.send(event(outcome)).await;
+                return refuse_trailing(&mut inbound);
+            }
+        }
+    }
+}
+
+/// After the final event: a message the client already sent (execute after commit) is
+/// misuse. Only what has already arrived is looked at; the stream then ends.
+fn refuse_trailing(inbound: &mut Streaming<TransactionRequest>) -> Result<(), Error> {
+    use futures_util::FutureExt;
+    match inbound.message().now_or_never() {
+        Some(Ok(Some(_))) => Err(Error::invalid(
+            "action",
+            "the transaction is over: nothing may follow commit or rollback",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Runs one statement inside the transaction. `None` means the client went away meanwhile
+/// (the statement was cancelled and the connection discarded).
+async fn execute(
+    state: &State,
+    lease: &mut Lease,
+    stmt: &Statement,
+    pool: &str,
+    tx: &Sender,
+    until: Option<Instant>,
+    aborted_by: &mut Option<tonic_types::pb::Status>,
+) -> Result<Option<StatementResult>, Error> {
+    let answer = |outcome| {
+        Some(StatementResult {
+            request_id: stmt.request_id.clone(),
+            outcome: Some(outcome),
+        })
+    };
+    // Refused before sending: these leave the transaction as it was.
+    let refused = statement::validate(&stmt.sql, &stmt.params, &state.config.limits)
+        .err()
+        .or_else(|| {
+            session::transaction_control(&stmt.sql).map(|cmd| {
+                Error::invalid(
+                    "sql",
+                    format!(
+                        "{cmd} is not allowed here: use the begin, commit and rollback messages"
+                    ),
+                )
+            })
+        });
+    if let Some(e) = refused {
+        return Ok(answer(Outcome::Error(e.to_rpc_status())));
+    }
+    lease.dirty |= session::may_change_session(&stmt.sql);
+    let spec = Spec {
+        sql: &stmt.sql,
+        params: &stmt.params,
+        max_rows: stmt.max_rows,
+        cache_size: state.config.statement_cache_size,
+    };
+    let started = Instant::now();
+    let too_long = async {
+        match until {
+            Some(at) => sleep_until(at.into()).await,
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        r = statement::run(lease.client(), &spec, &state.config.limits) => r,
+        _ = tx.closed() => {
+            lease.abandon();
+            return Ok(None);
+        }
+        _ = too_long => {
+            lease.abandon();
+            return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
+        }
+    };
+    state.stats.record(started.elapsed(), result.is_ok());
+    Ok(match result {
+        Ok(executed) => {
+            *aborted_by = None;
+            let mut response = executed.response;
+            response.info = Some(ExecutionInfo {
+                pool: pool.to_owned(),
+                statement_cached: executed.cached,
+                queue_time: prost_types::Duration::try_from(Duration::ZERO).ok(),
+                execution_time: prost_types::Duration::try_from(executed.execution_time).ok(),
+                attempts: 1,
+            });
+            answer(Outcome::Response(response))
+        }
+        Err(failed) => {
+            if let Error::Postgres(e) = &failed.error {
+                if e.as_db_error().is_none() {
+                    // The connection is gone, and the transaction with it.
+                    lease.open = false;
+                    return Err(failed.error);
+                }
+                aborted_by.get_or_insert_with(|| failed.error.to_rpc_status());
+            }
+            answer(Outcome::Error(failed.error.to_rpc_status()))
+        }
+    })
+}
+
+/// Commits, or rolls back a transaction that an error aborted. A lost connection during
+/// COMMIT leaves the outcome unknown: the stream ends UNAVAILABLE with the transaction id
+/// learned just before, for `txid_status()`.
+async fn commit(
+    lease: &mut Lease,
+    transaction_id: &str,
+    aborted_by: Option<tonic_types::pb::Status>,
+) -> Result<Event, Error> {
+    let client = lease.client();
+    if let Some(error) = aborted_by {
+        return Ok(Event::RolledBack(TransactionRolledBack {
+            transaction_id: transaction_id.to_owned(),
+            reason: "the transaction was aborted by an earlier error".into(),
+            error: Some(error),
+        }));
+    }
+    // The id is learned before COMMIT is sent, in its own round trip, so that whatever
+    // happens to COMMIT the client can be told which transaction to look up.
+    let txid = client
+        .query_one("SELECT txid_current_if_assigned()::text", &[])
+        .await
+        .ok()
+        .map(|row| row.get::<_, Option<String>>(0));
+    match client.batch_execute("COMMIT").await {
+        Ok(()) => {
+            lease.open = false;
+            Ok(Event::Committed(TransactionCommitted {
+                transaction_id: transaction_id.to_owned(),
+            }))
+        }
+        Err(e) if e.as_db_error().is_some() => {
+            // PostgreSQL refused the commit (a serialization failure at commit): it rolled
+            // the transaction back.
+            lease.open = false;
+            Ok(Event::RolledBack(TransactionRolledBack {
+                transaction_id: transaction_id.to_owned(),
+                reason: "commit failed".into(),
+                error: Some(Error::Postgres(e).to_rpc_status()),
+            }))
+        }
+        Err(_) => {
+            lease.open = false;
+            Err(Error::CommitOutcomeUnknown {
+                wrote: txid.as_ref().map(Option::is_some),
+                txid: txid.flatten(),
+            })
+        }
+    }
+}
