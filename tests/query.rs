@@ -338,3 +338,22 @@ async fn every_session_starts_with_the_sidecar_settings() {
         ]
     );
 }
+
+#[tokio::test]
+async fn an_oversized_result_is_cancelled_not_drained() {
+    // One connection: if the refused result were left draining, the next call would wait.
+    let sidecar = Sidecar::start(&["--pool-max", "1", "--max-message-bytes", "65536"]);
+    let mut c = sidecar.client().await;
+    let err = query(&mut c, "SELECT generate_series(1, 2000000000)", vec![])
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    let started = std::time::Instant::now();
+    let r = query(&mut c, "SELECT 1", vec![]).await.expect("next call");
+    assert_eq!(scalar(&r), &int(1));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

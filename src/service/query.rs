@@ -181,6 +181,9 @@ async fn attempt(
             },
         }
     };
-    inflight.finish_after(spec.sql).await;
+    match &result {
+        Ok(_) => inflight.finish_after(spec.sql).await,
+        Err(failed) => inflight.finish_after_error(spec.sql, &failed.error).await,
+    }
     result
 }

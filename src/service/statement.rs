@@ -344,6 +344,19 @@ impl InFlight {
         self.discard.store(true, Ordering::Relaxed);
     }
 
+    /// Finishes after `error`: when it stopped us reading a result PostgreSQL is still
+    /// producing (too large, undecodable, nobody to send it to), the statement is cancelled
+    /// and the connection discarded rather than left to drain a result no one wants.
+    pub async fn finish_after_error(self, sql: &str, error: &Error) {
+        if matches!(
+            error,
+            Error::ResponseTooLarge { .. } | Error::Decode(_) | Error::ClientGone
+        ) {
+            self.cancel();
+        }
+        self.finish_after(sql).await;
+    }
+
     /// Resets the session if `sql` may have changed it, then finishes.
     pub async fn finish_after(self, sql: &str) {
         if session::may_change_session(sql)

@@ -103,7 +103,7 @@ async fn run(
     let sent_last = match result {
         Ok(last) => tx.send(Ok(last)).await.is_ok(),
         Err(e) => {
-            inflight.finish_after(spec.sql).await;
+            inflight.finish_after_error(spec.sql, &e).await;
             return Err(e);
         }
     };

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod proxy;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -304,3 +305,116 @@ where
     }
     false
 }
+
+/// A Transaction stream driven by the test: requests go in through a channel, so a test may
+/// send many before reading (pipelining) or drop the stream at any point.
+pub struct TxStream {
+    pub send: Option<tokio::sync::mpsc::Sender<pgsidecar::proto::TransactionRequest>>,
+    pub recv: tonic::Streaming<pgsidecar::proto::TransactionResponse>,
+}
+
+impl TxStream {
+    /// Opens the stream and sends `begin`.
+    pub async fn open(
+        client: &mut DataAccessClient<Channel>,
+        begin: pgsidecar::proto::BeginTransaction,
+    ) -> TxStream {
+        use pgsidecar::proto::{TransactionRequest, transaction_request::Action};
+        let (send, rx) = tokio::sync::mpsc::channel(4096);
+        send.send(TransactionRequest {
+            action: Some(Action::Begin(begin)),
+        })
+        .await
+        .expect("queue begin");
+        let recv = client
+            .transaction(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .expect("open transaction stream")
+            .into_inner();
+        TxStream {
+            send: Some(send),
+            recv,
+        }
+    }
+
+    /// Sends any request.
+    pub async fn send(&self, action: pgsidecar::proto::transaction_request::Action) {
+        self.send
+            .as_ref()
+            .expect("not half-closed")
+            .send(pgsidecar::proto::TransactionRequest {
+                action: Some(action),
+            })
+            .await
+            .expect("queue request");
+    }
+
+    /// Sends a statement.
+    pub async fn execute(&self, id: &str, sql: &str, params: Vec<Value>) {
+        self.send(pgsidecar::proto::transaction_request::Action::Execute(
+            pgsidecar::proto::Statement {
+                request_id: id.to_owned(),
+                sql: sql.to_owned(),
+                params,
+                max_rows: 0,
+            },
+        ))
+        .await;
+    }
+
+    pub async fn commit(&self) {
+        self.send(pgsidecar::proto::transaction_request::Action::Commit(
+            pgsidecar::proto::CommitTransaction {},
+        ))
+        .await;
+    }
+
+    pub async fn rollback(&self) {
+        self.send(pgsidecar::proto::transaction_request::Action::Rollback(
+            pgsidecar::proto::RollbackTransaction {},
+        ))
+        .await;
+    }
+
+    /// Half-closes the client side.
+    pub fn half_close(&mut self) {
+        self.send = None;
+    }
+
+    /// The next event; `Ok(None)` when the stream ended OK.
+    pub async fn next(
+        &mut self,
+    ) -> Result<Option<pgsidecar::proto::transaction_response::Event>, tonic::Status> {
+        let msg = tokio::time::timeout(Duration::from_secs(30), self.recv.message())
+            .await
+            .expect("an answer within 30 s")?;
+        Ok(msg.map(|m| m.event.expect("event set")))
+    }
+
+    /// The next event, which must be a statement result; returns it.
+    pub async fn result(&mut self) -> pgsidecar::proto::StatementResult {
+        match self.next().await {
+            Ok(Some(pgsidecar::proto::transaction_response::Event::Result(r))) => r,
+            other => panic!("expected a statement result, got {other:?}"),
+        }
+    }
+}
+
+/// Code, reason and SQLSTATE of an in-band error.
+pub fn rpc_error(status: &tonic_types::pb::Status) -> (Code, String, Option<String>) {
+    use prost::Message;
+    let info = status
+        .details
+        .iter()
+        .find(|a| a.type_url.ends_with("google.rpc.ErrorInfo"))
+        .map(|a| tonic_types::pb::ErrorInfo::decode(a.value.as_slice()).expect("ErrorInfo"))
+        .expect("ErrorInfo in the in-band status");
+    assert_eq!(info.domain, "pgsidecar");
+    (
+        Code::from_i32(status.code),
+        info.reason.clone(),
+        info.metadata.get("sqlstate").cloned(),
+    )
+}
+
+use tonic::Code;

@@ -1,0 +1,163 @@
+//! StreamQuery against real PostgreSQL: a million rows in bounded chunks with the sidecar's
+//! memory bounded, a slow reader pacing the query, cancellation reaching PostgreSQL, and
+//! errors before and during the stream.
+
+mod support;
+
+use std::time::Duration;
+
+use pgsidecar::proto::QueryRequest;
+use support::*;
+use tonic::Code;
+
+/// Peak and current resident memory of a process, in KiB, from /proc.
+fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+#[tokio::test]
+async fn a_million_rows_stream_in_bounded_chunks_with_bounded_memory() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+    let req = request(
+        "SELECT g, repeat('x', 40) AS pad FROM generate_series(1, 1000000) g",
+        vec![],
+    );
+    let mut stream = c.stream_query(req).await.expect("stream").into_inner();
+    let (mut rows, mut messages, mut last) = (0usize, 0usize, None);
+    let mut expected_next = 1i64;
+    let mut paused = false;
+    while let Some(msg) = stream.message().await.expect("chunk") {
+        messages += 1;
+        if messages == 1 {
+            assert_eq!(
+                msg.columns.len(),
+                2,
+                "the first message carries the columns"
+            );
+        } else {
+            assert!(msg.columns.is_empty());
+        }
+        assert!(msg.rows.len() <= 1000, "chunk of {} rows", msg.rows.len());
+        for r in &msg.rows {
+            assert_eq!(r.values[0], int(expected_next));
+            expected_next += 1;
+        }
+        rows += msg.rows.len();
+        if rows >= 100_000 && !paused {
+            // A slow reader: the sidecar must wait, not buffer the rest of the result.
+            paused = true;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let (_, rss) = memory_kib(sidecar.child.id());
+            assert!(rss < 100 * 1024, "RSS while the client pauses: {rss} KiB");
+        }
+        if !msg.command_tag.is_empty() {
+            last = Some(msg);
+        }
+    }
+    assert_eq!(rows, 1_000_000);
+    let last = last.expect("a final message");
+    assert_eq!(last.command_tag, "SELECT 1000000");
+    assert_eq!(last.rows_affected, 1_000_000);
+    assert!(last.info.is_some());
+    assert!(messages >= 1000);
+    let (peak, _) = memory_kib(sidecar.child.id());
+    assert!(peak < 150 * 1024, "peak RSS {peak} KiB");
+}
+
+#[tokio::test]
+async fn a_client_cancel_stops_the_streaming_query_in_postgres() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+    let db = admin().await;
+    let marker = unique("streamcancel");
+    // A set-returning function in the select list streams rows as it makes them.
+    let sql = format!("SELECT generate_series(1, 2000000000) /* {marker} */");
+    let mut stream = c
+        .stream_query(request(&sql, vec![]))
+        .await
+        .expect("stream")
+        .into_inner();
+    stream
+        .message()
+        .await
+        .expect("first chunk")
+        .expect("some rows");
+    drop(stream);
+    let gone = eventually(Duration::from_secs(1), || {
+        let db = &db;
+        let pattern = format!("%{marker}%");
+        async move {
+            db.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active' AND pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await
+            .expect("activity")
+            .get::<_, i64>(0)
+                == 0
+        }
+    })
+    .await;
+    assert!(gone, "the query stopped within a second of the cancel");
+}
+
+#[tokio::test]
+async fn errors_end_the_stream_with_their_status_and_max_rows_truncates() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+
+    let err = c
+        .stream_query(request("SELECT * FROM nowhere_xyz", vec![]))
+        .await;
+    let err = match err {
+        Err(e) => e,
+        Ok(r) => r.into_inner().message().await.expect_err("error status"),
+    };
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(error_info(&err).1["sqlstate"], "42P01");
+
+    // Division by zero at row 5000: the first chunks arrive, then the error.
+    let sql = "SELECT 1 / (5000 - g) FROM generate_series(1, 10000) g";
+    let mut s = c
+        .stream_query(request(sql, vec![]))
+        .await
+        .expect("stream")
+        .into_inner();
+    let mut got = 0;
+    let err = loop {
+        match s.message().await {
+            Ok(Some(m)) => got += m.rows.len(),
+            Ok(None) => panic!("the stream should fail"),
+            Err(e) => break e,
+        }
+    };
+    assert!((1000..5000).contains(&got), "{got} rows before the error");
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(error_info(&err).1["sqlstate"], "22012");
+
+    let req = QueryRequest {
+        max_rows: 2500,
+        ..request("SELECT g FROM generate_series(1, 10000) g", vec![])
+    };
+    let mut s = c.stream_query(req).await.expect("stream").into_inner();
+    let (mut rows, mut last) = (0, None);
+    while let Some(m) = s.message().await.expect("chunk") {
+        rows += m.rows.len();
+        last = Some(m);
+    }
+    let last = last.expect("last");
+    assert_eq!(
+        (rows, last.truncated, last.rows_affected),
+        (2500, true, 10000)
+    );
+}

@@ -1,0 +1,92 @@
+//! A small TCP proxy between the sidecar and PostgreSQL for injecting network faults: cut
+//! every connection when the client side sends a given byte pattern (e.g. a COMMIT), or cut
+//! everything now.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A running proxy; stops accepting when dropped.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    cut_on: Arc<Mutex<Option<Vec<u8>>>>,
+    cut_now: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    /// Forwards 127.0.0.1:<ephemeral> to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let addr = listener.local_addr().expect("addr");
+        let cut_on: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
+        let (cut_now, cut_rx) = watch::channel(0u64);
+        let pattern = cut_on.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                tokio::spawn(pipe(client, server, pattern.clone(), cut_rx.clone()));
+            }
+        });
+        Proxy {
+            addr,
+            cut_on,
+            cut_now,
+            task,
+        }
+    }
+
+    /// From now on, a connection whose client side sends `pattern` is cut before those
+    /// bytes are forwarded.
+    pub fn cut_when_client_sends(&self, pattern: &[u8]) {
+        *self.cut_on.lock().expect("lock") = Some(pattern.to_vec());
+    }
+
+    /// Cuts every open connection now.
+    pub fn cut_all(&self) {
+        self.cut_now.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pipe(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    cut_on: Arc<Mutex<Option<Vec<u8>>>>,
+    mut cut_now: watch::Receiver<u64>,
+) {
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let mut up = [0u8; 16384];
+    let mut down = [0u8; 16384];
+    cut_now.borrow_and_update();
+    loop {
+        tokio::select! {
+            _ = cut_now.changed() => return,
+            n = cr.read(&mut up) => {
+                let Ok(n @ 1..) = n else { return };
+                let pattern = cut_on.lock().expect("lock").clone();
+                if pattern.is_some_and(|p| up[..n].windows(p.len()).any(|w| w == p.as_slice())) {
+                    return;
+                }
+                if sw.write_all(&up[..n]).await.is_err() { return }
+            }
+            n = sr.read(&mut down) => {
+                let Ok(n @ 1..) = n else { return };
+                if cw.write_all(&down[..n]).await.is_err() { return }
+            }
+        }
+    }
+}
