@@ -163,6 +163,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let grpc = Server::builder()
         .tcp_nodelay(true)
         .http2_adaptive_window(Some(true))
+        // A client that vanished without closing its connection (host gone, network cut)
+        // is noticed by these pings, which ends its streams and rolls back its transactions.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_invalid_argument,
         ))
