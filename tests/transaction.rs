@@ -633,12 +633,20 @@ async fn a_connection_lost_during_commit_reports_an_unknown_outcome_with_the_txi
     assert_eq!(reason, "COMMIT_OUTCOME_UNKNOWN");
     assert_eq!(meta.get("wrote").map(String::as_str), Some("true"));
     let txid: i64 = meta["txid"].parse().expect("numeric txid");
-    // The documented recipe: ask PostgreSQL what became of it.
-    let fate: String = db
-        .query_one("SELECT txid_status($1)", &[&txid])
-        .await
-        .expect("txid_status")
-        .get(0);
+    // The documented recipe: ask PostgreSQL what became of it, again while "in progress"
+    // (the backend has not yet noticed its client is gone).
+    let mut fate = String::new();
+    for _ in 0..100 {
+        fate = db
+            .query_one("SELECT txid_status($1)", &[&txid])
+            .await
+            .expect("txid_status")
+            .get(0);
+        if fate != "in progress" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(
         fate, "aborted",
         "COMMIT never reached the server, so it rolled back"

@@ -6,10 +6,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{
-    Hook, Manager, ManagerConfig, Object, Pool as DeadPool, PoolError as DeadPoolError,
-    RecyclingMethod, Runtime, Timeouts,
+mod conn;
+
+pub use conn::Conn;
+
+use deadpool::Runtime;
+use deadpool::managed::{
+    Hook, Object as DeadObject, Pool as DeadPoolOf, PoolError as DeadPoolError, Timeouts,
 };
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+
+use crate::statements::CacheStats;
+use conn::ConnManager;
+
+type DeadPool = DeadPoolOf<ConnManager>;
+/// A connection checked out of a pool; back to the pool when dropped.
+pub type Object = DeadObject<ConnManager>;
 use tokio_postgres::NoTls;
 
 use crate::config::{Config, PoolConfig};
@@ -105,18 +117,25 @@ pub struct Lease {
 }
 
 impl Pool {
-    fn new(name: &'static str, pool: &PoolConfig, config: &Config) -> Result<Self, PoolError> {
+    fn new(
+        name: &'static str,
+        pool: &PoolConfig,
+        config: &Config,
+        cache_stats: &Arc<CacheStats>,
+    ) -> Result<Self, PoolError> {
         let pg =
             session_config(&pool.database_url, config).map_err(|message| PoolError::Config {
                 pool: name,
                 message,
             })?;
-        let recycling_method = if config.connection_validation {
-            RecyclingMethod::Verified
-        } else {
-            RecyclingMethod::Fast
-        };
-        let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method });
+        // Validation is ours (ConnManager::recycle), so deadpool-postgres only connects.
+        let recycling_method = RecyclingMethod::Fast;
+        let manager = ConnManager::new(
+            Manager::from_config(pg, NoTls, ManagerConfig { recycling_method }),
+            config.connection_validation,
+            config.statement_cache_size,
+            cache_stats.clone(),
+        );
         let counters = Arc::new(Counters {
             created: AtomicU64::new(0),
             checkouts: AtomicU64::new(0),
@@ -238,7 +257,7 @@ impl Pool {
             .timeout_get(&timeouts)
             .await
             .map_err(|e| match e {
-                DeadPoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                DeadPoolError::Timeout(deadpool::managed::TimeoutType::Wait) => {
                     PoolError::Exhausted {
                         pool,
                         waited: started.elapsed(),
@@ -387,14 +406,21 @@ pub struct Pools {
     failover: Option<Pool>,
     threshold_percent: f64,
     connection_timeout: Duration,
+    cache_stats: Arc<CacheStats>,
 }
 
 impl Pools {
     /// Builds the pools; no connection is opened until [`Pools::prewarm`] or first use.
     pub fn new(config: &Config) -> Result<Self, PoolError> {
-        let primary = Pool::new("primary", &config.primary, config)?;
+        let cache_stats = Arc::new(CacheStats::default());
+        let primary = Pool::new("primary", &config.primary, config, &cache_stats)?;
         let failover = if config.enable_failover {
-            Some(Pool::new("failover", &config.failover, config)?)
+            Some(Pool::new(
+                "failover",
+                &config.failover,
+                config,
+                &cache_stats,
+            )?)
         } else {
             None
         };
@@ -403,6 +429,7 @@ impl Pools {
             failover,
             threshold_percent: config.failover_threshold_percent,
             connection_timeout: config.connection_timeout,
+            cache_stats,
         })
     }
 
@@ -463,6 +490,11 @@ impl Pools {
                     .await;
             }
         }
+    }
+
+    /// Prepared-statement cache counters over every connection of both pools.
+    pub fn cache_stats(&self) -> &CacheStats {
+        &self.cache_stats
     }
 
     /// The primary pool.

@@ -31,8 +31,34 @@ const TWO_WORD_OBJECTS: &[&str] = &[
     "DEFAULT",
 ];
 
+/// How a statement's command tag is written: worked out once per statement, rendered with
+/// the row count of each execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TagShape {
+    /// The words before the row count: "SELECT", "INSERT 0", "UPDATE", ...
+    Counted(&'static str),
+    /// A tag without a count: "CREATE TABLE", "SET", ...
+    Fixed(String),
+}
+
+impl TagShape {
+    /// The tag for an execution that affected `n` rows.
+    pub fn render(&self, n: u64) -> String {
+        match self {
+            TagShape::Counted(words) => format!("{words} {n}"),
+            TagShape::Fixed(tag) => tag.clone(),
+        }
+    }
+}
+
 /// The command tag PostgreSQL sends for `sql` having affected `n` rows.
-pub fn command_tag(sql: &str, n: u64) -> String {
+#[cfg(test)]
+fn command_tag(sql: &str, n: u64) -> String {
+    shape(sql).render(n)
+}
+
+/// The tag shape of `sql`.
+pub fn shape(sql: &str) -> TagShape {
     let words = leading_words(sql, 6);
     let first = words.first().map(String::as_str).unwrap_or("");
     let verb = if first == "WITH" {
@@ -48,12 +74,17 @@ pub fn command_tag(sql: &str, n: u64) -> String {
     } else {
         first.to_owned()
     };
-    match verb.as_str() {
-        "SELECT" | "VALUES" | "TABLE" => format!("SELECT {n}"),
-        "INSERT" => format!("INSERT 0 {n}"),
-        "UPDATE" | "DELETE" | "MERGE" | "FETCH" | "MOVE" | "COPY" => format!("{verb} {n}"),
+    let fixed = match verb.as_str() {
+        "SELECT" | "VALUES" | "TABLE" => return TagShape::Counted("SELECT"),
+        "INSERT" => return TagShape::Counted("INSERT 0"),
+        "UPDATE" => return TagShape::Counted("UPDATE"),
+        "DELETE" => return TagShape::Counted("DELETE"),
+        "MERGE" => return TagShape::Counted("MERGE"),
+        "FETCH" => return TagShape::Counted("FETCH"),
+        "MOVE" => return TagShape::Counted("MOVE"),
+        "COPY" => return TagShape::Counted("COPY"),
         // CREATE TABLE ... AS and CREATE MATERIALIZED VIEW ... AS report the rows written.
-        "CREATE" if creates_from_query(sql) => format!("SELECT {n}"),
+        "CREATE" if creates_from_query(sql) => return TagShape::Counted("SELECT"),
         "CREATE" | "DROP" | "ALTER" => {
             let objects: Vec<&str> = words[1..]
                 .iter()
@@ -100,7 +131,8 @@ pub fn command_tag(sql: &str, n: u64) -> String {
             format!("{verb} PREPARED")
         }
         _ => verb,
-    }
+    };
+    TagShape::Fixed(fixed)
 }
 
 /// `CREATE TABLE ... AS <query>` or `CREATE MATERIALIZED VIEW ... AS <query>`.

@@ -25,6 +25,7 @@ use crate::proto::{
     TransactionResponse,
 };
 
+pub use command_tag::TagShape;
 pub use status::Stats;
 
 /// Everything the RPCs share.

@@ -102,7 +102,6 @@ async fn run(state: &State, req: &QueryRequest, budget: Budget) -> Result<QueryR
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
-        cache_size: state.config.statement_cache_size,
     };
     let mut backoff = RETRY_BACKOFF.iter();
     let mut attempts = 0u32;
@@ -182,7 +181,7 @@ async fn attempt(
         }
     };
     match &result {
-        Ok(_) => inflight.finish_after(spec.sql).await,
+        Ok(executed) => inflight.finish_after(executed.changes_session).await,
         Err(failed) => inflight.finish_after_error(spec.sql, &failed.error).await,
     }
     result

@@ -7,7 +7,7 @@
 //! a reset; state changed inside a function body the text does not show (a function that
 //! calls `set_config(..., false)` or takes a session advisory lock) is not seen.
 
-use deadpool_postgres::ClientWrapper;
+use crate::pool::Conn;
 
 use super::sql_text::leading_words;
 
@@ -71,9 +71,11 @@ fn mentions_session_state(sql: &str) -> bool {
 /// Returns the session to its starting state: `DISCARD ALL` (settings, role, listeners,
 /// prepared statements, cursors, temp tables, advisory locks). Our cached statements go with
 /// it, so the cache is emptied first.
-pub async fn reset(client: &ClientWrapper) -> Result<(), tokio_postgres::Error> {
-    client.statement_cache.clear();
-    client.batch_execute("DISCARD ALL").await
+pub async fn reset(conn: &Conn) -> Result<(), tokio_postgres::Error> {
+    conn.statements().clear();
+    // deadpool-postgres's own cache holds the statements used for server-side text output.
+    conn.statement_cache.clear();
+    conn.batch_execute("DISCARD ALL").await
 }
 
 #[cfg(test)]

@@ -5,19 +5,21 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use deadpool_postgres::{ClientWrapper, Object};
+use std::sync::Arc;
+
+use deadpool_postgres::ClientWrapper;
 use futures_util::{TryStreamExt, future::join_all, pin_mut};
 use prost::Message;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::{CancelToken, NoTls};
 
-use super::command_tag::command_tag;
-use super::session;
-use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell};
+use super::{command_tag, session};
+use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell, needs_server_text};
 use crate::config::Limits;
 use crate::error::Error;
-use crate::pool::Lease;
+use crate::pool::{Conn, Lease, Object};
 use crate::proto::{QueryResponse, Row, Value, value::Kind as V};
+use crate::statements::Prepared;
 
 /// One statement to run.
 pub struct Spec<'a> {
@@ -27,8 +29,6 @@ pub struct Spec<'a> {
     pub params: &'a [Value],
     /// Rows to return; 0 means the server's limit.
     pub max_rows: u32,
-    /// Prepared statements kept per connection; 0 turns the cache off.
-    pub cache_size: usize,
 }
 
 /// What running a statement produced, before `info` is filled in.
@@ -39,6 +39,8 @@ pub struct Executed {
     pub cached: bool,
     /// From sending the statement to its last row.
     pub execution_time: Duration,
+    /// The statement may have left session state behind.
+    pub changes_session: bool,
 }
 
 /// Checks a statement's text and parameters against the limits before it is sent.
@@ -72,24 +74,36 @@ pub fn validate(sql: &str, params: &[Value], limits: &Limits) -> Result<(), Erro
 /// Bytes reserved in a response for the command tag, counters and `info`.
 const RESPONSE_TRAILER: usize = 512;
 
-/// Prepares `sql` through the connection's statement cache, keeping it within `cache_size`
-/// statements (0 turns caching off). Returns the statement and whether it was cached.
-async fn prepare(
-    client: &ClientWrapper,
-    sql: &str,
-    cache_size: usize,
-) -> Result<(tokio_postgres::Statement, bool), Error> {
-    if cache_size == 0 {
-        return Ok((client.prepare(sql).await?, false));
+/// Finds `sql` in the connection's statement cache, or prepares it there, working out once
+/// what every later execution needs. Returns the statement and whether it was cached.
+async fn prepare(conn: &Conn, sql: &str) -> Result<(Arc<Prepared>, bool), tokio_postgres::Error> {
+    if let Some(p) = conn.statements().get(sql) {
+        return Ok((p, true));
     }
-    if client.statement_cache.size() >= cache_size {
-        // deadpool's cache keeps no LRU order; starting over keeps it bounded. Dropped
-        // statements are closed on the server by tokio-postgres.
-        client.statement_cache.clear();
-    }
-    let before = client.statement_cache.size();
-    let stmt = client.prepare_cached(sql).await?;
-    Ok((stmt, client.statement_cache.size() == before))
+    let statement = conn.prepare(sql).await?;
+    let prepared = Arc::new(Prepared {
+        columns: statement.columns().iter().map(column_of).collect(),
+        needs_server_text: statement
+            .columns()
+            .iter()
+            .any(|c| needs_server_text(c.type_())),
+        changes_session: session::may_change_session(sql),
+        tag: command_tag::shape(sql),
+        sql: sql.into(),
+        statement,
+    });
+    conn.statements().insert(prepared.clone());
+    Ok((prepared, false))
+}
+
+/// PostgreSQL's word that a cached statement no longer fits the schema ("cached plan must
+/// not change result type") or no longer exists: it did not run, so it can be prepared
+/// afresh and sent again.
+fn stale_statement(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code == "26000" || (code == "0A000" && db.message().contains("cached plan"))
+    })
 }
 
 /// A statement that failed, and whether it may have run in PostgreSQL: what decides if it
@@ -124,45 +138,63 @@ fn not_run(e: impl Into<Error>) -> Failed {
 pub struct Started {
     /// The result rows as PostgreSQL sends them.
     pub rows: tokio_postgres::RowStream,
-    /// The result columns.
-    pub columns: Vec<crate::proto::Column>,
+    /// The statement and what is known about it.
+    pub prepared: Arc<Prepared>,
     /// The statement was already prepared on this connection.
     pub cached: bool,
-    /// Some column needs PostgreSQL's help to become text (see `needs_server_text`).
-    pub needs_server_text: bool,
     /// When execution was sent.
     pub at: Instant,
 }
 
-/// Prepares, binds and sends `spec` for execution.
-pub async fn start(client: &ClientWrapper, spec: &Spec<'_>) -> Result<Started, Failed> {
-    // Preparing executes nothing, so a failure up to binding means the statement never ran.
-    let (stmt, cached) = prepare(client, spec.sql, spec.cache_size)
-        .await
-        .map_err(not_run)?;
-    let params = bind_params(stmt.params(), spec.params).map_err(not_run)?;
-    let columns = stmt.columns().iter().map(column_of).collect();
-    let needs_server_text = stmt
-        .columns()
-        .iter()
-        .any(|c| crate::codec::needs_server_text(c.type_()));
+/// Prepares (or finds), binds and sends `spec` for execution. A cached statement the
+/// schema changed under is dropped, prepared afresh and sent once more.
+pub async fn start(conn: &Conn, spec: &Spec<'_>) -> Result<Started, Failed> {
+    let (prepared, cached) = prepare(conn, spec.sql).await.map_err(not_run)?;
+    match send(conn, &prepared, spec).await {
+        Err(Failed {
+            error: Error::Postgres(e),
+            ..
+        }) if cached && stale_statement(&e) => {
+            conn.statements().invalidate(spec.sql);
+            let (prepared, _) = prepare(conn, spec.sql).await.map_err(not_run)?;
+            let (rows, at) = send(conn, &prepared, spec).await?;
+            Ok(Started {
+                rows,
+                prepared,
+                cached: false,
+                at,
+            })
+        }
+        sent => {
+            let (rows, at) = sent?;
+            Ok(Started {
+                rows,
+                prepared,
+                cached,
+                at,
+            })
+        }
+    }
+}
+
+/// Binds the parameters and sends the execution.
+async fn send(
+    conn: &Conn,
+    prepared: &Prepared,
+    spec: &Spec<'_>,
+) -> Result<(tokio_postgres::RowStream, Instant), Failed> {
+    let params = bind_params(prepared.statement.params(), spec.params).map_err(not_run)?;
     let at = Instant::now();
     // A connection already closed sends nothing: tokio-postgres fails the request locally.
-    let closed_before = client.is_closed();
-    let rows = client
-        .query_raw(&stmt, params.iter())
+    let closed_before = conn.is_closed();
+    let rows = conn
+        .query_raw(&prepared.statement, params.iter())
         .await
         .map_err(|e| Failed {
             may_have_run: !closed_before,
             error: e.into(),
         })?;
-    Ok(Started {
-        rows,
-        columns,
-        cached,
-        needs_server_text,
-        at,
-    })
+    Ok((rows, at))
 }
 
 /// A cell to be turned into text by PostgreSQL: (row index, column index, type, raw bytes).
@@ -200,18 +232,14 @@ pub fn row_cap(max_rows: u32, limits: &Limits) -> u64 {
 }
 
 /// Runs `spec` on `client` and collects its result within `limits`.
-pub async fn run(
-    client: &ClientWrapper,
-    spec: &Spec<'_>,
-    limits: &Limits,
-) -> Result<Executed, Failed> {
+pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
     let Started {
         rows: stream,
-        columns,
+        prepared,
         cached,
         at: started,
-        ..
-    } = start(client, spec).await?;
+    } = start(conn, spec).await?;
+    let columns = prepared.columns.clone();
     let max_rows = row_cap(spec.max_rows, limits);
     pin_mut!(stream);
     let mut rows: Vec<Row> = Vec::new();
@@ -238,7 +266,7 @@ pub async fn run(
         rows.push(row);
     }
     let rows_affected = stream.rows_affected().unwrap_or(0);
-    fill_server_text(client, &mut rows, pending).await?;
+    fill_server_text(conn, &mut rows, pending).await?;
     let execution_time = started.elapsed();
 
     Ok(Executed {
@@ -246,12 +274,13 @@ pub async fn run(
             columns,
             rows,
             rows_affected,
-            command_tag: command_tag(spec.sql, rows_affected),
+            command_tag: prepared.tag.render(rows_affected),
             truncated: seen > max_rows,
             info: None,
         },
         cached,
         execution_time,
+        changes_session: prepared.changes_session,
     })
 }
 
@@ -327,7 +356,7 @@ impl InFlight {
     }
 
     /// The connection.
-    pub fn client(&self) -> &ClientWrapper {
+    pub fn client(&self) -> &Conn {
         &self.lease.as_ref().expect("lease held until finish").conn
     }
 
@@ -354,12 +383,12 @@ impl InFlight {
         ) {
             self.cancel();
         }
-        self.finish_after(sql).await;
+        self.finish_after(session::may_change_session(sql)).await;
     }
 
-    /// Resets the session if `sql` may have changed it, then finishes.
-    pub async fn finish_after(self, sql: &str) {
-        if session::may_change_session(sql)
+    /// Resets the session if the statement may have changed it, then finishes.
+    pub async fn finish_after(self, changes_session: bool) {
+        if changes_session
             && !self.client().is_closed()
             && session::reset(self.client()).await.is_err()
         {

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::proto::{PoolStatusResponse, QueryStats, StatementCacheStats};
+use crate::proto::{PoolStatusResponse, QueryStats};
 
 use super::State;
 
@@ -123,7 +123,7 @@ pub(super) fn pool_status(state: &State) -> PoolStatusResponse {
     PoolStatusResponse {
         pools: state.pools.stats(),
         queries: Some(state.stats.snapshot()),
-        statement_cache: Some(StatementCacheStats::default()),
+        statement_cache: Some(state.pools.cache_stats().snapshot()),
         database_reachable: state.health.database_reachable(),
         uptime: prost_types::Duration::try_from(state.stats.uptime()).ok(),
     }

@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::command_tag::command_tag;
 use super::deadline::Budget;
 use super::statement::{self, InFlight, Spec, decode_row, fill_server_text};
 use super::{BoxStream, State};
@@ -73,7 +72,6 @@ async fn run(
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
-        cache_size: state.config.statement_cache_size,
     };
     let produce = produce(state, &inflight, &spec, tx, priority, budget);
     let stopped = async {
@@ -83,7 +81,7 @@ async fn run(
         }
     };
     let result = tokio::select! {
-        r = produce => r.map(|(mut last, cached, execution_time)| {
+        r = produce => r.map(|(mut last, cached, execution_time, changes_session)| {
             last.info = Some(ExecutionInfo {
                 pool: pool.to_owned(),
                 statement_cached: cached,
@@ -91,7 +89,7 @@ async fn run(
                 execution_time: prost_types::Duration::try_from(execution_time).ok(),
                 attempts: 1,
             });
-            last
+            (last, changes_session)
         }),
         // The client went away: dropping `inflight` below cancels the statement.
         _ = tx.closed() => return Ok(()),
@@ -100,17 +98,18 @@ async fn run(
             Err(Error::DeadlineExceeded { cause: None })
         }
     };
-    let sent_last = match result {
-        Ok(last) => tx.send(Ok(last)).await.is_ok(),
+    match result {
+        Ok((last, changes_session)) => {
+            if tx.send(Ok(last)).await.is_ok() {
+                inflight.finish_after(changes_session).await;
+            }
+            Ok(())
+        }
         Err(e) => {
             inflight.finish_after_error(spec.sql, &e).await;
-            return Err(e);
+            Err(e)
         }
-    };
-    if sent_last {
-        inflight.finish_after(spec.sql).await;
     }
-    Ok(())
 }
 
 /// Streams every chunk but the last, which it returns with the cache flag and the time.
@@ -121,12 +120,12 @@ async fn produce(
     tx: &Sender,
     priority: Priority,
     budget: Budget,
-) -> Result<(QueryResponse, bool, Duration), Error> {
+) -> Result<(QueryResponse, bool, Duration, bool), Error> {
     let client = inflight.client();
     let started = statement::start(client, spec).await.map_err(|f| f.error)?;
     // Text for exotic types is asked of PostgreSQL on a second connection: this one is
     // busy streaming.
-    let helper = if started.needs_server_text {
+    let helper = if started.prepared.needs_server_text {
         Some(state.pools.acquire(priority, budget.stop_at).await?)
     } else {
         None
@@ -137,7 +136,7 @@ async fn produce(
     };
     let chunk_bytes = CHUNK_BYTES.min(state.config.limits.max_message_bytes / 2);
     let mut chunk = QueryResponse {
-        columns: started.columns,
+        columns: started.prepared.columns.clone(),
         ..Default::default()
     };
     let (mut bytes, mut seen, mut pending) = (0usize, 0u64, Vec::new());
@@ -167,7 +166,12 @@ async fn produce(
     }
     let rows_affected = stream.rows_affected().unwrap_or(0);
     chunk.rows_affected = rows_affected;
-    chunk.command_tag = command_tag(spec.sql, rows_affected);
+    chunk.command_tag = started.prepared.tag.render(rows_affected);
     chunk.truncated = seen > cap;
-    Ok((chunk, started.cached, started.at.elapsed()))
+    Ok((
+        chunk,
+        started.cached,
+        started.at.elapsed(),
+        started.prepared.changes_session,
+    ))
 }

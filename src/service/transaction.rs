@@ -63,7 +63,7 @@ struct Lease {
 }
 
 impl Lease {
-    fn client(&self) -> &deadpool_postgres::ClientWrapper {
+    fn client(&self) -> &crate::pool::Conn {
         self.conn
             .as_ref()
             .expect("connection held after begin")
@@ -347,12 +347,10 @@ async fn execute(
     if let Some(e) = refused {
         return Ok(answer(Outcome::Error(e.to_rpc_status())));
     }
-    lease.dirty |= session::may_change_session(&stmt.sql);
     let spec = Spec {
         sql: &stmt.sql,
         params: &stmt.params,
         max_rows: stmt.max_rows,
-        cache_size: state.config.statement_cache_size,
     };
     let started = Instant::now();
     let too_long = async {
@@ -376,6 +374,7 @@ async fn execute(
     Ok(match result {
         Ok(executed) => {
             *aborted_by = None;
+            lease.dirty |= executed.changes_session;
             let mut response = executed.response;
             response.info = Some(ExecutionInfo {
                 pool: pool.to_owned(),
@@ -387,6 +386,7 @@ async fn execute(
             answer(Outcome::Response(response))
         }
         Err(failed) => {
+            lease.dirty |= session::may_change_session(&stmt.sql);
             if let Error::Postgres(e) = &failed.error {
                 if e.as_db_error().is_none() {
                     // The connection is gone, and the transaction with it.

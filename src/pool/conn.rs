@@ -1,0 +1,97 @@
+//! One pooled connection — the tokio-postgres client and its prepared-statement cache — and
+//! how deadpool creates and recycles it.
+
+use std::ops::Deref;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use deadpool::managed::{Metrics, RecycleError, RecycleResult};
+use deadpool_postgres::ClientWrapper;
+
+use crate::statements::{CacheStats, StatementCache};
+
+/// A connection younger than this since its last checkout is known to work: it just did.
+/// Validation spends its round trip only on connections that sat idle long enough to have
+/// gone stale (a restart, a killed backend, a dropped NAT entry).
+const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// A pooled connection.
+pub struct Conn {
+    client: ClientWrapper,
+    statements: Mutex<StatementCache>,
+}
+
+impl Conn {
+    /// This connection's prepared-statement cache. Only the request holding the connection
+    /// touches it, so the lock is never contended; it is never held across an await.
+    pub fn statements(&self) -> MutexGuard<'_, StatementCache> {
+        self.statements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Deref for Conn {
+    type Target = ClientWrapper;
+
+    fn deref(&self) -> &ClientWrapper {
+        &self.client
+    }
+}
+
+/// Creates connections with deadpool-postgres's manager (session setup included) and gives
+/// each its own statement cache.
+pub struct ConnManager {
+    inner: deadpool_postgres::Manager,
+    validate: bool,
+    cache_size: usize,
+    cache_stats: Arc<CacheStats>,
+}
+
+impl ConnManager {
+    /// A manager; `validate` checks idle connections with a round trip before reuse.
+    pub fn new(
+        inner: deadpool_postgres::Manager,
+        validate: bool,
+        cache_size: usize,
+        cache_stats: Arc<CacheStats>,
+    ) -> Self {
+        ConnManager {
+            inner,
+            validate,
+            cache_size,
+            cache_stats,
+        }
+    }
+}
+
+impl deadpool::managed::Manager for ConnManager {
+    type Type = Conn;
+    type Error = tokio_postgres::Error;
+
+    async fn create(&self) -> Result<Conn, tokio_postgres::Error> {
+        let client = deadpool::managed::Manager::create(&self.inner).await?;
+        Ok(Conn {
+            client,
+            statements: Mutex::new(StatementCache::new(
+                self.cache_size,
+                self.cache_stats.clone(),
+            )),
+        })
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut Conn,
+        metrics: &Metrics,
+    ) -> RecycleResult<tokio_postgres::Error> {
+        if conn.client.is_closed() {
+            return Err(RecycleError::message("connection closed"));
+        }
+        if self.validate && metrics.last_used() >= VALIDATE_AFTER_IDLE {
+            conn.client
+                .simple_query("")
+                .await
+                .map_err(RecycleError::Backend)?;
+        }
+        Ok(())
+    }
+}
