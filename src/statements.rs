@@ -4,7 +4,7 @@
 //! work is done once per statement: its column descriptions, whether its values need
 //! PostgreSQL's text output, whether it may change session state, and its command-tag shape.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -63,9 +63,7 @@ pub struct StatementCache {
 /// Hash of the SQL text with fixed keys: stable for the life of the process.
 fn key(sql: &str) -> u64 {
     static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    let mut h = KEYS.get_or_init(std::hash::RandomState::new).build_hasher();
-    sql.hash(&mut h);
-    h.finish()
+    KEYS.get_or_init(std::hash::RandomState::new).hash_one(sql)
 }
 
 impl StatementCache {
