@@ -9,7 +9,7 @@
 
 use crate::pool::Conn;
 
-use super::sql_text::leading_words;
+use super::sql_text::{first_word, leading_words};
 
 /// Function names whose call leaves state in the session.
 const SESSION_FUNCTIONS: &[&str] = &[
@@ -44,6 +44,12 @@ pub fn may_change_session(sql: &str) -> bool {
 /// Query (a BEGIN left open on a shared connection) and the lease's own bookkeeping in
 /// Transaction, so both refuse them. SAVEPOINT, RELEASE and ROLLBACK TO are allowed.
 pub fn transaction_control(sql: &str) -> Option<&'static str> {
+    // Runs on every request: most statements are decided by their first word, unallocated.
+    const CONTROL: [&str; 7] = ["BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK", "PREPARE"];
+    let first = first_word(sql);
+    if !CONTROL.iter().any(|c| c.eq_ignore_ascii_case(first)) {
+        return None;
+    }
     let words = leading_words(sql, 4);
     let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
     match word(0) {

@@ -20,6 +20,15 @@ pub(super) fn leading_words(sql: &str, limit: usize) -> Vec<String> {
     words
 }
 
+/// The first word, as written (no allocation), skipping whitespace, comments and parentheses.
+pub(super) fn first_word(sql: &str) -> &str {
+    let rest = skip_noise(sql);
+    let end = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
 /// Skips whitespace, `--` and `/* */` comments, and `(`.
 fn skip_noise(mut s: &str) -> &str {
     loop {

@@ -11,7 +11,7 @@ use deadpool_postgres::ClientWrapper;
 use futures_util::{TryStreamExt, future::join_all, pin_mut};
 use prost::Message;
 use tokio_postgres::types::{IsNull, ToSql, Type};
-use tokio_postgres::{CancelToken, NoTls};
+use tokio_postgres::NoTls;
 
 use super::{command_tag, session};
 use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell, needs_server_text};
@@ -338,7 +338,6 @@ pub async fn fill_server_text(
 /// never hit the next user of the connection.
 pub struct InFlight {
     lease: Option<Lease>,
-    token: CancelToken,
     cancel_sent: AtomicBool,
     discard: AtomicBool,
 }
@@ -346,10 +345,8 @@ pub struct InFlight {
 impl InFlight {
     /// Arms the guard for a lease about to run a statement.
     pub fn new(lease: Lease) -> Self {
-        let token = lease.conn.cancel_token();
         InFlight {
             lease: Some(lease),
-            token,
             cancel_sent: AtomicBool::new(false),
             discard: AtomicBool::new(false),
         }
@@ -363,7 +360,8 @@ impl InFlight {
     /// Sends PostgreSQL a CancelRequest for whatever runs on the connection now.
     pub fn cancel(&self) {
         if !self.cancel_sent.swap(true, Ordering::Relaxed) {
-            let token = self.token.clone();
+            // Made only when needed: building a cancel token copies connection settings.
+            let token = self.client().cancel_token();
             tokio::spawn(async move { token.cancel_query(NoTls).await });
         }
     }
@@ -411,7 +409,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            let token = self.token.clone();
+            let token = lease.conn.cancel_token();
             let already = self.cancel_sent.load(Ordering::Relaxed);
             tokio::spawn(async move {
                 if !already {
