@@ -43,6 +43,11 @@ impl Health {
         self.reporter
             .set_service_status("", ServingStatus::Serving)
             .await;
+        // Registered from the start, so a Watch or Check before the first probe answers
+        // NOT_SERVING rather than "service not registered".
+        self.reporter
+            .set_service_status(READINESS_SERVICE, ServingStatus::NotServing)
+            .await;
     }
 
     async fn set_ready(&self, ready: bool) {

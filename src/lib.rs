@@ -11,3 +11,4 @@ pub mod proto;
 pub mod server;
 pub mod service;
 pub mod statements;
+pub mod telemetry;

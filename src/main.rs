@@ -3,19 +3,7 @@
 
 use std::process::ExitCode;
 
-use pgsidecar::config::{Config, ConfigError, LogFormat};
-use tracing_subscriber::EnvFilter;
-
-fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-}
+use pgsidecar::config::{Config, ConfigError};
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -38,7 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    init_logging(&config);
+    pgsidecar::telemetry::init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -47,7 +35,6 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        pgsidecar::server::init_metrics();
         let running = match pgsidecar::server::start(config).await {
             Ok(r) => r,
             Err(e) => {

@@ -2,12 +2,11 @@
 //! listeners, background tasks, and a graceful shutdown that flips health before draining.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State as AxumState;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -21,6 +20,7 @@ use crate::health::Health;
 use crate::pool::{PoolError, Pools};
 use crate::proto::data_access_server::DataAccessServer;
 use crate::service::{DataAccessService, State, Stats};
+use crate::telemetry;
 
 /// Why the sidecar could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -69,18 +69,6 @@ impl Running {
     }
 }
 
-/// The process-wide Prometheus recorder (a recorder can be installed only once).
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
-        })
-        .clone()
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
     TcpListener::bind(addr)
         .await
@@ -89,6 +77,7 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
 
 /// Binds the listeners and starts serving; returns once both listen.
 pub async fn start(config: Config) -> Result<Running, ServerError> {
+    telemetry::metrics_handle();
     let pools = Pools::new(&config)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let health = Health::new(reporter);
@@ -167,6 +156,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         // is noticed by these pings, which ends its streams and rolls back its transactions.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        // Outermost: metrics see the status the client gets, after the mapping below.
+        .layer(telemetry::grpc::GrpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_invalid_argument,
         ))
@@ -249,18 +240,8 @@ fn oversized_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Re
 }
 
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> String {
-    for p in state.pools.stats() {
-        let pool = p.name.clone();
-        metrics::gauge!("pgsidecar_pool_max_connections", "pool" => pool.clone())
-            .set(p.max_connections as f64);
-        metrics::gauge!("pgsidecar_pool_active_connections", "pool" => pool.clone())
-            .set(p.active_connections as f64);
-        metrics::gauge!("pgsidecar_pool_idle_connections", "pool" => pool.clone())
-            .set(p.idle_connections as f64);
-        metrics::gauge!("pgsidecar_pool_waiting_requests", "pool" => pool)
-            .set(p.waiting_requests as f64);
-    }
-    metrics_handle().render()
+    telemetry::export_pools(&state.pools, state.health.database_reachable());
+    telemetry::metrics_handle().render()
 }
 
 async fn pool_json(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
@@ -278,9 +259,4 @@ async fn pool_json(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::
         "failedQueries": q.failed,
         "databaseReachable": state.health.database_reachable(),
     }))
-}
-
-/// Initialises the process-wide metrics recorder; call once at start.
-pub fn init_metrics() {
-    let _ = metrics_handle();
 }

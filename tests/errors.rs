@@ -426,3 +426,17 @@ async fn database_down_is_unavailable_fast() {
     assert_eq!(error_info(&err).0, "DATABASE_UNAVAILABLE");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[tokio::test]
+async fn an_absurd_timeout_is_no_limit_not_a_crash() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+    let mut req = request("SELECT 1", vec![]);
+    req.timeout = Some(prost_types::Duration {
+        seconds: i64::MAX,
+        nanos: 0,
+    });
+    let r = c.query(req).await.expect("served").into_inner();
+    assert_eq!(scalar(&r), &int(1));
+    assert!(!sidecar.stderr().contains("panicked"));
+}

@@ -161,3 +161,54 @@ async fn errors_end_the_stream_with_their_status_and_max_rows_truncates() {
         (2500, true, 10000)
     );
 }
+
+#[tokio::test]
+async fn a_stream_that_fails_midway_does_not_leave_its_statement_running() {
+    // One connection: the text of `point` needs a second one, which cannot be had.
+    let sidecar = Sidecar::start(&[
+        "--pool-max",
+        "1",
+        "--pool-min",
+        "1",
+        "--connection-timeout",
+        "500",
+    ]);
+    let mut c = sidecar.client().await;
+    let db = admin().await;
+    let marker = unique("leftover");
+    let sql = format!(
+        "SELECT point(g, g), (g = 2000 AND pg_sleep(4) IS NOT NULL) FROM generate_series(1, 2000) g /* {marker} */"
+    );
+    let mut s = c
+        .stream_query(request(&sql, vec![]))
+        .await
+        .expect("stream")
+        .into_inner();
+    let err = loop {
+        match s.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("expected POOL_EXHAUSTED for the helper connection"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    let stopped = eventually(Duration::from_secs(1), || {
+        let (db, pattern) = (&db, format!("%{marker}%"));
+        async move {
+            db.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+                &[&pattern],
+            )
+            .await
+            .expect("activity")
+            .get::<_, i64>(0)
+                == 0
+        }
+    })
+    .await;
+    assert!(stopped, "the failed stream's statement was cancelled");
+    let r = query(&mut c, "SELECT 1", vec![])
+        .await
+        .expect("the pool serves again");
+    assert_eq!(scalar(&r), &int(1));
+}

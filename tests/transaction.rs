@@ -653,3 +653,63 @@ async fn a_connection_lost_during_commit_reports_an_unknown_outcome_with_the_txi
     );
     assert_eq!(count(&db, &t).await, 0);
 }
+
+#[tokio::test]
+async fn a_result_cut_short_ends_the_transaction_instead_of_a_false_commit() {
+    let sidecar = Sidecar::start(&["--max-message-bytes", "1024"]);
+    let mut c = sidecar.client().await;
+    let db = admin().await;
+    let t = table(&db).await;
+    let mut tx = TxStream::open(&mut c, begin()).await;
+    begun(&mut tx).await;
+    tx.execute("a", &format!("INSERT INTO {t} VALUES (1, 'x')"), vec![])
+        .await;
+    // Too large to return, and it would fail in PostgreSQL after the part we read.
+    tx.execute(
+        "b",
+        "SELECT CASE WHEN g < 3 THEN repeat('x', 2000) ELSE (1 / (g - 3))::text END FROM generate_series(1, 3) g",
+        vec![],
+    )
+    .await;
+    tx.commit().await;
+    assert!(matches!(
+        tx.result().await.outcome,
+        Some(Outcome::Response(_))
+    ));
+    let end = tx.next().await;
+    let err = end.expect_err("the transaction cannot go on after an unread result");
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert_eq!(
+        count(&db, &t).await,
+        0,
+        "rolled back, and not reported as committed"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_lease_after_the_idle_timeout() {
+    let sidecar = Sidecar::start(&["--transaction-idle-timeout", "500", "--pool-max", "2"]);
+    let mut c = sidecar.client().await;
+    let mut tx = TxStream::open(&mut c, begin()).await;
+    for i in 0..40 {
+        tx.execute(&format!("s{i}"), "SELECT repeat('x', 1000000)", vec![])
+            .await;
+    }
+    let released = eventually(Duration::from_secs(8), || {
+        let mut c = c.clone();
+        async move {
+            let s = c
+                .pool_status(pgsidecar::proto::PoolStatusRequest {})
+                .await
+                .expect("status")
+                .into_inner();
+            s.pools[0].active_connections == 0
+        }
+    })
+    .await;
+    assert!(
+        released,
+        "the lease of a client that stopped reading was released"
+    );
+    drop(tx);
+}

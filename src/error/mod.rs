@@ -263,6 +263,13 @@ impl From<&Error> for Parts {
                 p
             }
             Error::Decode(e) => parts(Code::Internal, e.to_string(), "DECODE_FAILED", none()),
+            // PostgreSQL refused the connection itself (bad password, too many connections):
+            // its SQLSTATE decides, as for any other PostgreSQL error.
+            Error::Pool(PoolError::Unavailable { source, .. })
+                if source.as_db_error().is_some() =>
+            {
+                postgres_parts(source, None)
+            }
             Error::Pool(e) => {
                 let (code, reason) = match e {
                     PoolError::Exhausted { .. } => (Code::ResourceExhausted, "POOL_EXHAUSTED"),
@@ -272,12 +279,7 @@ impl From<&Error> for Parts {
                         (Code::Unavailable, "DATABASE_UNAVAILABLE")
                     }
                 };
-                let mut metadata = none();
-                if let PoolError::Unavailable { source, .. } = e
-                    && let Some(db) = source.as_db_error()
-                {
-                    metadata = db_metadata(db);
-                }
+                let metadata = none();
                 let mut p = parts(code, e.to_string(), reason, metadata);
                 if matches!(code, Code::ResourceExhausted | Code::Unavailable) {
                     p.details.set_retry_info(Some(RETRY_CAPACITY));

@@ -223,11 +223,16 @@ impl Pool {
                         .next()
                         .map(|d| d.mul_f64(1.0 + 0.2 * jitter_fraction(Instant::now())));
                     let retry_at = delay.map(|d| Instant::now() + d);
-                    let in_budget = retry_at.is_some_and(|at| {
-                        at < deadline && at.duration_since(started) < CONNECT_RETRY_BUDGET
-                    });
-                    if !self.reachable() || !in_budget {
-                        self.counters.reachable.store(false, Ordering::Relaxed);
+                    let exhausted = retry_at
+                        .is_none_or(|at| at.duration_since(started) >= CONNECT_RETRY_BUDGET);
+                    let past_deadline = retry_at.is_some_and(|at| at >= deadline);
+                    if !self.reachable() || exhausted || past_deadline {
+                        // A refused connection, or retries run out, says the database is
+                        // down; a connect cut short by this caller's own deadline says
+                        // nothing about it.
+                        if exhausted || matches!(e, PoolError::Unavailable { .. }) {
+                            self.counters.reachable.store(false, Ordering::Relaxed);
+                        }
                         return Err(e);
                     }
                     tracing::debug!(pool = self.name, error = %e, "connecting failed; retrying");
@@ -272,10 +277,12 @@ impl Pool {
                 },
             })?;
         self.counters.checkouts.fetch_add(1, Ordering::Relaxed);
+        let queue_time = started.elapsed();
+        crate::telemetry::record_pool_wait(pool, queue_time);
         Ok(Lease {
             conn,
             pool,
-            queue_time: started.elapsed(),
+            queue_time,
         })
     }
 
@@ -354,9 +361,10 @@ impl Pool {
         }
         let size = self.inner.status().size;
         if size < self.min_idle as usize {
-            let missing = self.min_idle as usize - size;
+            // Holding `min_idle` leases at once makes the pool open whatever it lacks (idle
+            // connections are lent first, so asking only for the missing count opens none).
             let opened = futures_util::future::join_all(
-                (0..missing).map(|_| self.acquire(Instant::now() + connect, connect)),
+                (0..self.min_idle).map(|_| self.acquire(Instant::now() + connect, connect)),
             )
             .await;
             let failed = opened.iter().filter(|r| r.is_err()).count();

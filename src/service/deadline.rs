@@ -14,6 +14,8 @@ pub struct Budget {
     /// before `respond_by`, so our own DEADLINE_EXCEEDED, with PostgreSQL's answer to the
     /// cancel, reaches the client before tonic's deadline timer ends the call blankly.
     pub stop_at: Option<Instant>,
+    /// How long to wait, after cancelling, for PostgreSQL's answer to the cancel.
+    pub confirm_by: Option<Instant>,
 }
 
 /// Parses `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -38,13 +40,19 @@ fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
 impl Budget {
     /// The budget of a request received at `start`, with the request's own `timeout`.
     pub fn new(start: Instant, metadata: &MetadataMap, timeout: Option<Duration>) -> Self {
-        let respond_by = grpc_timeout(metadata).map(|d| start + d);
-        // Leave a tenth of the budget, at most 25 ms, to cancel and answer.
-        let early = respond_by.map(|t| {
-            let total = t.saturating_duration_since(start);
-            t - (total / 10).min(Duration::from_millis(25))
-        });
-        let own = timeout.map(|d| start + d);
+        // An absurd timeout (years) cannot overflow the clock: it means no limit.
+        let respond_by = grpc_timeout(metadata).and_then(|d| start.checked_add(d));
+        // Stop the statement with a fifth of the budget (at most 100 ms) left, to cancel it
+        // and hear PostgreSQL confirm; answer with a twentieth (at most 20 ms) still left.
+        let before_end = |fraction: u32, cap_ms: u64| {
+            respond_by.map(|t| {
+                let total = t.saturating_duration_since(start);
+                t - (total / fraction).min(Duration::from_millis(cap_ms))
+            })
+        };
+        let early = before_end(5, 100);
+        let confirm_by = before_end(20, 20);
+        let own = timeout.and_then(|d| start.checked_add(d));
         let stop_at = match (early, own) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -52,6 +60,7 @@ impl Budget {
         Budget {
             respond_by,
             stop_at,
+            confirm_by,
         }
     }
 }
@@ -86,9 +95,15 @@ mod tests {
         let b = Budget::new(start, &m, Some(Duration::from_millis(100)));
         assert_eq!(b.stop_at, Some(start + Duration::from_millis(100)));
         let b = Budget::new(start, &m, None);
-        assert_eq!(b.stop_at, Some(start + Duration::from_millis(975)));
+        assert_eq!(b.stop_at, Some(start + Duration::from_millis(900)));
+        assert_eq!(b.confirm_by, Some(start + Duration::from_millis(980)));
         assert_eq!(b.respond_by, Some(start + Duration::from_secs(1)));
         let b = Budget::new(start, &MetadataMap::new(), None);
         assert!(b.stop_at.is_none());
+        let b = Budget::new(start, &MetadataMap::new(), Some(Duration::MAX));
+        assert!(
+            b.stop_at.is_none(),
+            "an overflowing timeout is no limit, not a panic"
+        );
     }
 }

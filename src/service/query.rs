@@ -51,27 +51,11 @@ pub(super) async fn query(
         .and_then(|d| Duration::try_from(d).ok());
     let budget = Budget::new(start, request.metadata(), req_timeout);
     let req = request.into_inner();
-    let result = run(state, &req, budget).await;
-    let elapsed = start.elapsed();
-    state.stats.record(elapsed, result.is_ok());
-    if elapsed >= state.config.slow_query {
-        // The fingerprint identifies the statement without its parameter values.
-        tracing::warn!(
-            fingerprint = %fingerprint(&req.sql),
-            duration_ms = elapsed.as_millis() as u64,
-            ok = result.is_ok(),
-            "slow statement"
-        );
-    }
+    let (result, pool) = run(state, &req, budget).await;
+    state
+        .stats
+        .record("Query", pool, &req.sql, start.elapsed(), result.is_ok());
     result.map(Response::new).map_err(Status::from)
-}
-
-/// A stable 64-bit fingerprint of the SQL text (SipHash with fixed keys), in hex.
-fn fingerprint(sql: &str) -> String {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    sql.hash(&mut h);
-    format!("{:016x}", h.finish())
 }
 
 /// Whether a failed attempt may be sent again: when it never reached PostgreSQL, or when
@@ -94,7 +78,23 @@ fn retryable(failed: &Failed, idempotent: bool) -> bool {
     (connection_lost && !failed.may_have_run) || (idempotent && (connection_lost || conflict))
 }
 
-async fn run(state: &State, req: &QueryRequest, budget: Budget) -> Result<QueryResponse, Error> {
+/// Runs the request; also says which pool served it ("none" if it got no connection).
+async fn run(
+    state: &State,
+    req: &QueryRequest,
+    budget: Budget,
+) -> (Result<QueryResponse, Error>, &'static str) {
+    let mut pool = "none";
+    let result = run_on(state, req, budget, &mut pool).await;
+    (result, pool)
+}
+
+async fn run_on(
+    state: &State,
+    req: &QueryRequest,
+    budget: Budget,
+    served_by: &mut &'static str,
+) -> Result<QueryResponse, Error> {
     validate(req, state)?;
     let started = Instant::now();
     let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
@@ -109,6 +109,7 @@ async fn run(state: &State, req: &QueryRequest, budget: Budget) -> Result<QueryR
         attempts += 1;
         let lease = state.pools.acquire(priority, budget.stop_at).await?;
         let (pool, queue_time) = (lease.pool, lease.queue_time);
+        *served_by = pool;
         match attempt(lease, &spec, state, budget).await {
             Ok(executed) => {
                 let mut response = executed.response;
@@ -166,7 +167,7 @@ async fn attempt(
                     // deadline (or a second) to confirm, so the error can carry its answer.
                     inflight.cancel();
                     let confirm_by = budget
-                        .respond_by
+                        .confirm_by
                         .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
                     let cause = match timeout_at(confirm_by.into(), &mut fut).await {
                         Ok(Err(Failed {

@@ -45,7 +45,9 @@ pub fn may_change_session(sql: &str) -> bool {
 /// Transaction, so both refuse them. SAVEPOINT, RELEASE and ROLLBACK TO are allowed.
 pub fn transaction_control(sql: &str) -> Option<&'static str> {
     // Runs on every request: most statements are decided by their first word, unallocated.
-    const CONTROL: [&str; 7] = ["BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK", "PREPARE"];
+    const CONTROL: [&str; 7] = [
+        "BEGIN", "START", "COMMIT", "END", "ABORT", "ROLLBACK", "PREPARE",
+    ];
     let first = first_word(sql);
     if !CONTROL.iter().any(|c| c.eq_ignore_ascii_case(first)) {
         return None;

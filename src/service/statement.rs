@@ -10,8 +10,8 @@ use std::sync::Arc;
 use deadpool_postgres::ClientWrapper;
 use futures_util::{TryStreamExt, future::join_all, pin_mut};
 use prost::Message;
-use tokio_postgres::types::{IsNull, ToSql, Type};
 use tokio_postgres::NoTls;
+use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use super::{command_tag, session};
 use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell, needs_server_text};
@@ -360,6 +360,7 @@ impl InFlight {
     /// Sends PostgreSQL a CancelRequest for whatever runs on the connection now.
     pub fn cancel(&self) {
         if !self.cancel_sent.swap(true, Ordering::Relaxed) {
+            crate::telemetry::record_cancel();
             // Made only when needed: building a cancel token copies connection settings.
             let token = self.client().cancel_token();
             tokio::spawn(async move { token.cancel_query(NoTls).await });
@@ -372,12 +373,13 @@ impl InFlight {
     }
 
     /// Finishes after `error`: when it stopped us reading a result PostgreSQL is still
-    /// producing (too large, undecodable, nobody to send it to), the statement is cancelled
+    /// producing (too large, undecodable, nobody to send it to, no second connection for
+    /// text output), the statement is cancelled
     /// and the connection discarded rather than left to drain a result no one wants.
     pub async fn finish_after_error(self, sql: &str, error: &Error) {
         if matches!(
             error,
-            Error::ResponseTooLarge { .. } | Error::Decode(_) | Error::ClientGone
+            Error::ResponseTooLarge { .. } | Error::Decode(_) | Error::ClientGone | Error::Pool(_)
         ) {
             self.cancel();
         }
@@ -386,7 +388,10 @@ impl InFlight {
 
     /// Resets the session if the statement may have changed it, then finishes.
     pub async fn finish_after(self, changes_session: bool) {
+        let doomed =
+            self.cancel_sent.load(Ordering::Relaxed) || self.discard.load(Ordering::Relaxed);
         if changes_session
+            && !doomed
             && !self.client().is_closed()
             && session::reset(self.client()).await.is_err()
         {
@@ -413,6 +418,7 @@ impl Drop for InFlight {
             let already = self.cancel_sent.load(Ordering::Relaxed);
             tokio::spawn(async move {
                 if !already {
+                    crate::telemetry::record_cancel();
                     let _ = token.cancel_query(NoTls).await;
                 }
                 drop(Object::take(lease.conn));

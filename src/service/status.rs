@@ -49,15 +49,32 @@ impl Stats {
         }
     }
 
-    /// Records one statement's latency and outcome.
-    pub fn record(&self, latency: Duration, ok: bool) {
+    /// Records one statement: counters, the latency window, metrics, and the slow log.
+    pub fn record(
+        &self,
+        rpc: &'static str,
+        pool: &'static str,
+        sql: &str,
+        latency: Duration,
+        ok: bool,
+    ) {
         self.total.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
         }
-        if latency >= self.slow_threshold {
+        let slow = latency >= self.slow_threshold;
+        if slow {
             self.slow.fetch_add(1, Ordering::Relaxed);
+            // The fingerprint identifies the statement without its parameter values.
+            tracing::warn!(
+                rpc,
+                fingerprint = %fingerprint(sql),
+                duration_ms = latency.as_millis() as u64,
+                ok,
+                "slow statement"
+            );
         }
+        crate::telemetry::record_statement(rpc, pool, ok, latency, slow);
         let second = self.started.elapsed().as_secs();
         let i = (second % SLICES as u64) as usize;
         let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
@@ -72,6 +89,7 @@ impl Stats {
     /// Counts a statement that needed more than one attempt.
     pub fn record_retry(&self) {
         self.retried.fetch_add(1, Ordering::Relaxed);
+        crate::telemetry::record_retry();
     }
 
     /// Counters since start and latency over the window.
@@ -116,6 +134,14 @@ impl Stats {
     pub fn uptime(&self) -> Duration {
         self.started.elapsed()
     }
+}
+
+/// A stable 64-bit fingerprint of the SQL text (SipHash with fixed keys), in hex.
+pub fn fingerprint(sql: &str) -> String {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    sql.hash(&mut h);
+    format!("{:016x}", h.finish())
 }
 
 /// Builds the PoolStatus answer.

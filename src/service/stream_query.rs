@@ -45,10 +45,17 @@ pub(super) async fn stream_query(
         .acquire(priority, budget.stop_at)
         .await
         .map_err(Error::from)?;
+    let pool = lease.pool;
     let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
     tokio::spawn(async move {
         let result = run(&state, &req, lease, budget, &tx, priority).await;
-        state.stats.record(start.elapsed(), result.is_ok());
+        state.stats.record(
+            "StreamQuery",
+            pool,
+            &req.sql,
+            start.elapsed(),
+            result.is_ok(),
+        );
         if let Err(e) = result {
             let _ = tx.send(Err(Status::from(e))).await;
         }
@@ -156,7 +163,12 @@ async fn produce(
             }
             let full = std::mem::take(&mut chunk);
             bytes = 0;
-            if tx.send(Ok(full)).await.is_err() {
+            // A client that stops reading for as long as a transaction may idle is gone.
+            let stalled = state.config.transaction_idle_timeout;
+            if !matches!(
+                tokio::time::timeout(stalled, tx.send(Ok(full))).await,
+                Ok(Ok(()))
+            ) {
                 return Err(Error::ClientGone);
             }
         }

@@ -45,6 +45,16 @@ pub(super) async fn transaction(
         let mut lease = Lease::default();
         let end = serve(&state, inbound, &tx, &mut lease).await;
         lease.end().await;
+        if lease.began {
+            let outcome = match &end {
+                Ok(()) => lease.outcome,
+                Err(Error::TransactionIdleTimeout(_)) => "idle_timeout",
+                Err(Error::TransactionTooLong(_)) => "max_duration",
+                Err(Error::CommitOutcomeUnknown { .. }) => "unknown",
+                Err(_) => "error",
+            };
+            crate::telemetry::transaction_ended(outcome);
+        }
         if let Err(e) = end {
             let _ = tx.send(Err(Status::from(e))).await;
         }
@@ -53,13 +63,28 @@ pub(super) async fn transaction(
 }
 
 /// The connection a transaction holds, and what its end must do with it.
-#[derive(Default)]
 struct Lease {
     conn: Option<InFlight>,
     /// Still inside BEGIN ... (not yet committed or rolled back).
     open: bool,
     /// Some statement may have changed session state: reset before reuse.
     dirty: bool,
+    /// BEGIN succeeded (the transaction counts in the metrics).
+    began: bool,
+    /// How it ended, when it ended without an error: committed, rolled_back, abandoned.
+    outcome: &'static str,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        Lease {
+            conn: None,
+            open: false,
+            dirty: false,
+            began: false,
+            outcome: "abandoned",
+        }
+    }
 }
 
 impl Lease {
@@ -221,6 +246,8 @@ async fn serve(
         .batch_execute(&begin_sql(&begin, idle))
         .await?;
     lease.open = true;
+    lease.began = true;
+    crate::telemetry::transaction_began();
     let transaction_id = new_transaction_id();
     tracing::debug!(%transaction_id, pool, "transaction begun");
     let begun = TransactionBegun {
@@ -276,11 +303,14 @@ async fn serve(
                 else {
                     return Ok(());
                 };
-                if tx.send(event(Event::Result(result))).await.is_err() {
+                // A client that stops reading for the idle timeout is treated as gone.
+                let delivered = timeout(idle, tx.send(event(Event::Result(result)))).await;
+                if !matches!(delivered, Ok(Ok(()))) {
                     return Ok(());
                 }
             }
             Some(Action::Rollback(_)) => {
+                lease.outcome = "rolled_back";
                 lease.end().await;
                 let _ = tx
                     .send(event(Event::RolledBack(TransactionRolledBack {
@@ -293,6 +323,10 @@ async fn serve(
             }
             Some(Action::Commit(_)) => {
                 let outcome = commit(lease, &transaction_id, aborted_by).await?;
+                lease.outcome = match outcome {
+                    Event::Committed(_) => "committed",
+                    _ => "rolled_back",
+                };
                 lease.end().await;
                 let _ = tx.send(event(outcome)).await;
                 return refuse_trailing(&mut inbound);
@@ -320,7 +354,7 @@ async fn execute(
     state: &State,
     lease: &mut Lease,
     stmt: &Statement,
-    pool: &str,
+    pool: &'static str,
     tx: &Sender,
     until: Option<Instant>,
     aborted_by: &mut Option<tonic_types::pb::Status>,
@@ -370,7 +404,13 @@ async fn execute(
             return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
         }
     };
-    state.stats.record(started.elapsed(), result.is_ok());
+    state.stats.record(
+        "Transaction",
+        pool,
+        &stmt.sql,
+        started.elapsed(),
+        result.is_ok(),
+    );
     Ok(match result {
         Ok(executed) => {
             *aborted_by = None;
@@ -384,6 +424,17 @@ async fn execute(
                 attempts: 1,
             });
             answer(Outcome::Response(response))
+        }
+        Err(failed)
+            if matches!(
+                failed.error,
+                Error::ResponseTooLarge { .. } | Error::Decode(_)
+            ) =>
+        {
+            // The result was not read to its end, so its outcome (a late error, say) is
+            // unknown: the transaction cannot go on. Cancel, close, and say why.
+            lease.abandon();
+            return Err(failed.error);
         }
         Err(failed) => {
             lease.dirty |= session::may_change_session(&stmt.sql);
@@ -417,12 +468,28 @@ async fn commit(
         }));
     }
     // The id is learned before COMMIT is sent, in its own round trip, so that whatever
-    // happens to COMMIT the client can be told which transaction to look up.
-    let txid = client
+    // happens to COMMIT the client can be told which transaction to look up. The same query
+    // fails if the transaction is aborted (or the connection gone), which COMMIT itself would
+    // not say: it would quietly roll back.
+    let txid = match client
         .query_one("SELECT txid_current_if_assigned()::text", &[])
         .await
-        .ok()
-        .map(|row| row.get::<_, Option<String>>(0));
+    {
+        Ok(row) => row.get::<_, Option<String>>(0),
+        Err(e) if e.as_db_error().is_some() => {
+            return Ok(Event::RolledBack(TransactionRolledBack {
+                transaction_id: transaction_id.to_owned(),
+                reason: "the transaction was aborted by an earlier error".into(),
+                error: Some(Error::Postgres(e).to_rpc_status()),
+            }));
+        }
+        // The connection is gone before COMMIT was sent: the transaction rolled back.
+        Err(e) => {
+            lease.open = false;
+            return Err(Error::Postgres(e));
+        }
+    };
+    let txid = Some(txid);
     match client.batch_execute("COMMIT").await {
         Ok(()) => {
             lease.open = false;
