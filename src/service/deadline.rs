@@ -8,8 +8,6 @@ use tonic::metadata::MetadataMap;
 /// When a request must be answered by, and when its statement must stop.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
-    /// When the client stops waiting (the gRPC deadline), if it set one.
-    pub respond_by: Option<Instant>,
     /// When the statement is cancelled: the earlier of the request's timeout and a moment
     /// before `respond_by`, so our own DEADLINE_EXCEEDED, with PostgreSQL's answer to the
     /// cancel, reaches the client before tonic's deadline timer ends the call blankly.
@@ -58,7 +56,6 @@ impl Budget {
             (a, b) => a.or(b),
         };
         Budget {
-            respond_by,
             stop_at,
             confirm_by,
         }
@@ -97,7 +94,6 @@ mod tests {
         let b = Budget::new(start, &m, None);
         assert_eq!(b.stop_at, Some(start + Duration::from_millis(900)));
         assert_eq!(b.confirm_by, Some(start + Duration::from_millis(980)));
-        assert_eq!(b.respond_by, Some(start + Duration::from_secs(1)));
         let b = Budget::new(start, &MetadataMap::new(), None);
         assert!(b.stop_at.is_none());
         let b = Budget::new(start, &MetadataMap::new(), Some(Duration::MAX));
