@@ -690,7 +690,7 @@ async fn a_result_cut_short_ends_the_transaction_instead_of_a_false_commit() {
 async fn a_client_that_stops_reading_loses_its_lease_after_the_idle_timeout() {
     let sidecar = Sidecar::start(&["--transaction-idle-timeout", "500", "--pool-max", "2"]);
     let mut c = sidecar.client().await;
-    let mut tx = TxStream::open(&mut c, begin()).await;
+    let tx = TxStream::open(&mut c, begin()).await;
     for i in 0..40 {
         tx.execute(&format!("s{i}"), "SELECT repeat('x', 1000000)", vec![])
             .await;

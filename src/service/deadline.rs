@@ -9,7 +9,7 @@ use tonic::metadata::MetadataMap;
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
     /// When the statement is cancelled: the earlier of the request's timeout and a moment
-    /// before `respond_by`, so our own DEADLINE_EXCEEDED, with PostgreSQL's answer to the
+    /// before the gRPC deadline, so our own DEADLINE_EXCEEDED, with PostgreSQL's answer to the
     /// cancel, reaches the client before tonic's deadline timer ends the call blankly.
     pub stop_at: Option<Instant>,
     /// How long to wait, after cancelling, for PostgreSQL's answer to the cancel.
