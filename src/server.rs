@@ -151,7 +151,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 
     let grpc = Server::builder()
         .tcp_nodelay(true)
-        .http2_adaptive_window(Some(true))
+        // No BDP pings: beside its app on loopback there is no bandwidth-delay product to
+        // learn, and the pings cost a frame and a wakeup per burst (measured: c=32 select
+        // load went from 9.7k to 12.3k q/s without them).
+        .http2_adaptive_window(Some(false))
         // A client that vanished without closing its connection (host gone, network cut)
         // is noticed by these pings, which ends its streams and rolls back its transactions.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
