@@ -2,6 +2,7 @@
 //! prioritised access to PostgreSQL through the `dataaccess.v1.DataAccess` service.
 #![forbid(unsafe_code)]
 
+pub mod analyze;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -14,7 +14,41 @@ async fn shutdown_signal() {
     }
 }
 
+/// `pgsidecar analyze ...`: report on a running sidecar, then exit (69 if unreachable).
+fn analyze(args: Vec<String>) -> ExitCode {
+    use clap::Parser;
+    let args = match pgsidecar::analyze::Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 64 } else { 0 });
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let Ok(runtime) = runtime else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(pgsidecar::analyze::run(&args)) {
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pgsidecar analyze: {e}");
+            ExitCode::from(69)
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "analyze") {
+        let argv = std::env::args_os()
+            .skip(1)
+            .map(|a| a.to_string_lossy().into_owned());
+        return analyze(argv.collect());
+    }
     let config = match Config::load() {
         Ok(c) => c,
         Err(ConfigError::Help(text)) => {

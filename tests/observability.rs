@@ -283,3 +283,66 @@ async fn health_watch_turns_not_serving_when_shutdown_begins() {
         .expect("join");
     assert_eq!(exit.code(), Some(0));
 }
+
+#[tokio::test]
+async fn analyze_prints_top_statements_slow_ones_and_pools_without_values() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+    for i in 0..5 {
+        query(
+            &mut c,
+            &format!("SELECT {i} + $1::int"),
+            vec![int(1000 + i)],
+        )
+        .await
+        .expect("query");
+    }
+    query(
+        &mut c,
+        "SELECT pg_sleep(0.2)::text, 'hunter-literal'",
+        vec![],
+    )
+    .await
+    .expect("slow");
+    let grpc = sidecar.grpc.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .args(["analyze", "--addr", &grpc, "--slow-ms", "100"])
+            .output()
+            .expect("run analyze")
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for part in [
+        "Pool utilization",
+        "primary",
+        "average query time",
+        "Top statements by total time",
+        "Slow statements",
+    ] {
+        assert!(text.contains(part), "{part} in:\n{text}");
+    }
+    assert!(
+        text.contains("SELECT ? + $1::int"),
+        "statements differing in literals group together:\n{text}"
+    );
+    let slow = text.split("Slow statements").nth(1).expect("slow section");
+    assert!(slow.contains("SELECT pg_sleep(?)::text, ?"), "{text}");
+    assert!(
+        !text.contains("hunter-literal") && !text.contains("1003"),
+        "no values in the report"
+    );
+
+    let unreachable = std::process::Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .args(["analyze", "--addr", "127.0.0.1:1"])
+        .output()
+        .expect("run analyze");
+    assert_eq!(unreachable.status.code(), Some(69));
+}

@@ -21,8 +21,8 @@ use crate::health::Health;
 use crate::pool::Pools;
 use crate::proto::data_access_server::DataAccess;
 use crate::proto::{
-    PoolStatusRequest, PoolStatusResponse, QueryRequest, QueryResponse, TransactionRequest,
-    TransactionResponse,
+    PoolStatusRequest, PoolStatusResponse, QueryRequest, QueryResponse, StatementReportRequest,
+    StatementReportResponse, TransactionRequest, TransactionResponse,
 };
 
 pub use command_tag::TagShape;
@@ -81,6 +81,14 @@ impl DataAccess for DataAccessService {
         request: Request<Streaming<TransactionRequest>>,
     ) -> Result<Response<Self::TransactionStream>, Status> {
         transaction::transaction(self.state.clone(), request).await
+    }
+
+    async fn statement_report(
+        &self,
+        request: Request<StatementReportRequest>,
+    ) -> Result<Response<StatementReportResponse>, Status> {
+        let limit = request.into_inner().limit;
+        Ok(Response::new(status::statement_report(&self.state, limit)))
     }
 
     async fn pool_status(

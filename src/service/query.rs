@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::State;
 use super::deadline::Budget;
 use super::statement::{self, Executed, Failed, InFlight, Spec};
+use super::status::Record;
 use crate::error::Error;
 use crate::pool::jitter_fraction;
 use crate::proto::{ExecutionInfo, Priority, QueryRequest, QueryResponse};
@@ -52,9 +53,19 @@ pub(super) async fn query(
     let budget = Budget::new(start, request.metadata(), req_timeout);
     let req = request.into_inner();
     let (result, pool) = run(state, &req, budget).await;
-    state
-        .stats
-        .record("Query", pool, &req.sql, start.elapsed(), result.is_ok());
+    let (rows, cached) = result.as_ref().map_or((0, false), |r| {
+        let cached = r.info.as_ref().is_some_and(|i| i.statement_cached);
+        (r.rows_affected, cached)
+    });
+    state.stats.record(Record {
+        rpc: "Query",
+        pool,
+        sql: &req.sql,
+        took: start.elapsed(),
+        ok: result.is_ok(),
+        rows,
+        cached,
+    });
     result.map(Response::new).map_err(Status::from)
 }
 

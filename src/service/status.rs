@@ -4,7 +4,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::proto::{PoolStatusResponse, QueryStats};
+use crate::proto::{PoolStatusResponse, QueryStats, StatementReportResponse};
+use crate::telemetry::report;
 
 use super::State;
 
@@ -13,8 +14,27 @@ const WINDOW: Duration = Duration::from_secs(60);
 /// The window is kept as this many one-second slices.
 const SLICES: usize = 60;
 
+/// One finished statement, as [`Stats::record`] takes it.
+pub struct Record<'a> {
+    /// Query, StreamQuery or Transaction.
+    pub rpc: &'static str,
+    /// The pool that served it, or "none".
+    pub pool: &'static str,
+    /// Its SQL text (only its fingerprint and normalized form are kept).
+    pub sql: &'a str,
+    /// How long it took.
+    pub took: Duration,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// Rows returned or affected.
+    pub rows: u64,
+    /// Whether its prepared statement was cached.
+    pub cached: bool,
+}
+
 /// Query counters and a sliding latency window of per-second histograms.
 pub struct Stats {
+    report: report::Report,
     total: AtomicU64,
     failed: AtomicU64,
     retried: AtomicU64,
@@ -36,6 +56,7 @@ impl Stats {
         let hist =
             || hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 2).expect("valid bounds");
         Stats {
+            report: report::Report::default(),
             total: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             retried: AtomicU64::new(0),
@@ -49,15 +70,18 @@ impl Stats {
         }
     }
 
-    /// Records one statement: counters, the latency window, metrics, and the slow log.
-    pub fn record(
-        &self,
-        rpc: &'static str,
-        pool: &'static str,
-        sql: &str,
-        latency: Duration,
-        ok: bool,
-    ) {
+    /// Records one statement: counters, the latency window, metrics, the statement report,
+    /// and the slow log.
+    pub fn record(&self, r: Record<'_>) {
+        let Record {
+            rpc,
+            pool,
+            sql,
+            took: latency,
+            ok,
+            rows,
+            cached,
+        } = r;
         self.total.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.failed.fetch_add(1, Ordering::Relaxed);
@@ -68,13 +92,14 @@ impl Stats {
             // The fingerprint identifies the statement without its parameter values.
             tracing::warn!(
                 rpc,
-                fingerprint = %fingerprint(sql),
+                fingerprint = %report::fingerprint(sql),
                 duration_ms = latency.as_millis() as u64,
                 ok,
                 "slow statement"
             );
         }
         crate::telemetry::record_statement(rpc, pool, ok, latency, slow);
+        self.report.record(sql, latency, ok, rows, cached);
         let second = self.started.elapsed().as_secs();
         let i = (second % SLICES as u64) as usize;
         let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);
@@ -136,12 +161,12 @@ impl Stats {
     }
 }
 
-/// A stable 64-bit fingerprint of the SQL text (SipHash with fixed keys), in hex.
-pub fn fingerprint(sql: &str) -> String {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut h = DefaultHasher::new();
-    sql.hash(&mut h);
-    format!("{:016x}", h.finish())
+/// Builds the StatementReport answer.
+pub(super) fn statement_report(state: &State, limit: u32) -> StatementReportResponse {
+    let limit = if limit == 0 { 20 } else { limit as usize };
+    StatementReportResponse {
+        statements: state.stats.report.top(limit),
+    }
 }
 
 /// Builds the PoolStatus answer.

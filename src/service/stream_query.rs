@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use super::deadline::Budget;
 use super::statement::{self, InFlight, Spec, decode_row, fill_server_text};
+use super::status::Record;
 use super::{BoxStream, State};
 use crate::error::Error;
 use crate::pool::Lease;
@@ -49,13 +50,15 @@ pub(super) async fn stream_query(
     let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
     tokio::spawn(async move {
         let result = run(&state, &req, lease, budget, &tx, priority).await;
-        state.stats.record(
-            "StreamQuery",
+        state.stats.record(Record {
+            rpc: "StreamQuery",
             pool,
-            &req.sql,
-            start.elapsed(),
-            result.is_ok(),
-        );
+            sql: &req.sql,
+            took: start.elapsed(),
+            ok: result.is_ok(),
+            rows: 0,
+            cached: false,
+        });
         if let Err(e) = result {
             let _ = tx.send(Err(Status::from(e))).await;
         }

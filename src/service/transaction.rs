@@ -14,6 +14,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::statement::{self, InFlight, Spec};
+use super::status::Record;
 use super::{BoxStream, State, session};
 use crate::error::Error;
 use crate::proto::transaction_request::Action;
@@ -404,13 +405,18 @@ async fn execute(
             return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
         }
     };
-    state.stats.record(
-        "Transaction",
+    let (rows, cached) = result
+        .as_ref()
+        .map_or((0, false), |e| (e.response.rows_affected, e.cached));
+    state.stats.record(Record {
+        rpc: "Transaction",
         pool,
-        &stmt.sql,
-        started.elapsed(),
-        result.is_ok(),
-    );
+        sql: &stmt.sql,
+        took: started.elapsed(),
+        ok: result.is_ok(),
+        rows,
+        cached,
+    });
     Ok(match result {
         Ok(executed) => {
             *aborted_by = None;

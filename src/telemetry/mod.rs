@@ -2,6 +2,7 @@
 //! with explicit histogram buckets, the gRPC server metrics layer, and logging setup.
 
 pub mod grpc;
+pub mod report;
 
 use std::sync::OnceLock;
 use std::time::Duration;

@@ -1,0 +1,189 @@
+//! The statement report: per-statement figures (calls, errors, time, rows, cache hits) keyed
+//! by a fingerprint of the statement's normalized text, for the top statements by total
+//! time. Literals are replaced by `?` before fingerprinting, so statements that differ only
+//! in constants group together and no value ever reaches the report.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::proto::StatementStats;
+
+/// Statements tracked at most; past this the one with the least total time makes way.
+const TRACKED: usize = 1000;
+/// Normalized text kept per statement, in characters.
+const TEXT_CHARS: usize = 200;
+
+#[derive(Default)]
+struct Entry {
+    text: String,
+    calls: u64,
+    errors: u64,
+    total: Duration,
+    max: Duration,
+    rows: u64,
+    cache_hits: u64,
+}
+
+/// Per-statement figures since start.
+#[derive(Default)]
+pub struct Report {
+    entries: Mutex<HashMap<u64, Entry>>,
+}
+
+/// The statement's text with literals replaced by `?` and whitespace collapsed.
+pub fn normalize(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len().min(512));
+    let mut chars = sql.chars().peekable();
+    let mut last_space = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                // A string literal, with '' as an escaped quote.
+                while let Some(d) = chars.next() {
+                    if d == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+                out.push('?');
+                last_space = false;
+            }
+            c if c.is_ascii_digit()
+                && !out.ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == '$') =>
+            {
+                while chars
+                    .peek()
+                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.')
+                {
+                    chars.next();
+                }
+                out.push('?');
+                last_space = false;
+            }
+            c if c.is_whitespace() => {
+                if !last_space && !out.is_empty() {
+                    out.push(' ');
+                }
+                last_space = true;
+            }
+            c => {
+                out.push(c);
+                last_space = false;
+            }
+        }
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// A stable 64-bit fingerprint of the normalized text (SipHash with fixed keys).
+pub fn fingerprint_of(normalized: &str) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    normalized.hash(&mut h);
+    h.finish()
+}
+
+/// The fingerprint of `sql`, in hex, as logs and the report show it.
+pub fn fingerprint(sql: &str) -> String {
+    format!("{:016x}", fingerprint_of(&normalize(sql)))
+}
+
+impl Report {
+    /// Adds one execution of `sql`.
+    pub fn record(&self, sql: &str, took: Duration, ok: bool, rows: u64, cached: bool) {
+        let normalized = normalize(sql);
+        let key = fingerprint_of(&normalized);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if !entries.contains_key(&key) && entries.len() >= TRACKED {
+            // Keep the statements that cost the most; the cheapest makes way.
+            if let Some(&cheapest) = entries.iter().min_by_key(|(_, e)| e.total).map(|(k, _)| k) {
+                entries.remove(&cheapest);
+            }
+        }
+        let e = entries.entry(key).or_insert_with(|| Entry {
+            text: normalized.chars().take(TEXT_CHARS).collect(),
+            ..Entry::default()
+        });
+        e.calls += 1;
+        e.errors += u64::from(!ok);
+        e.total += took;
+        e.max = e.max.max(took);
+        e.rows += rows;
+        e.cache_hits += u64::from(cached);
+    }
+
+    /// The `limit` statements with the most total time, most first.
+    pub fn top(&self, limit: usize) -> Vec<StatementStats> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all: Vec<(&u64, &Entry)> = entries.iter().collect();
+        all.sort_by(|a, b| b.1.total.cmp(&a.1.total));
+        all.into_iter()
+            .take(limit)
+            .map(|(k, e)| StatementStats {
+                fingerprint: format!("{k:016x}"),
+                query: e.text.clone(),
+                calls: e.calls,
+                errors: e.errors,
+                total_ms: e.total.as_secs_f64() * 1000.0,
+                mean_ms: e.total.as_secs_f64() * 1000.0 / e.calls.max(1) as f64,
+                max_ms: e.max.as_secs_f64() * 1000.0,
+                rows: e.rows,
+                cache_hit_rate: e.cache_hits as f64 / e.calls.max(1) as f64,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_replaced_and_whitespace_collapsed() {
+        let cases = [
+            (
+                "SELECT * FROM t WHERE id = 42",
+                "SELECT * FROM t WHERE id = ?",
+            ),
+            (
+                "select 'it''s', 3.14,  x1\n from t2",
+                "select ?, ?, x1 from t2",
+            ),
+            ("SELECT $1::int, $22", "SELECT $1::int, $22"),
+            (
+                "  UPDATE t SET a = 'secret' WHERE b = 7  ",
+                "UPDATE t SET a = ? WHERE b = ?",
+            ),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(normalize(sql), want, "{sql}");
+        }
+        assert_eq!(fingerprint("SELECT 1"), fingerprint("SELECT   2"));
+        assert_ne!(fingerprint("SELECT 1"), fingerprint("SELECT 1 FROM t"));
+    }
+
+    #[test]
+    fn the_report_ranks_by_total_time() {
+        let r = Report::default();
+        r.record("SELECT 1", Duration::from_millis(5), true, 1, false);
+        r.record("SELECT 2", Duration::from_millis(5), false, 0, true);
+        r.record(
+            "SELECT * FROM big",
+            Duration::from_millis(30),
+            true,
+            100,
+            true,
+        );
+        let top = r.top(10);
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0].query, "SELECT * FROM big");
+        assert_eq!((top[1].calls, top[1].errors, top[1].rows), (2, 1, 1));
+        assert!((top[1].mean_ms - 5.0).abs() < 1e-9);
+        assert!((top[1].cache_hit_rate - 0.5).abs() < 1e-9);
+    }
+}
