@@ -121,7 +121,7 @@ impl Report {
     pub fn top(&self, limit: usize) -> Vec<StatementStats> {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         let mut all: Vec<(&u64, &Entry)> = entries.iter().collect();
-        all.sort_by(|a, b| b.1.total.cmp(&a.1.total));
+        all.sort_by_key(|(_, e)| std::cmp::Reverse(e.total));
         all.into_iter()
             .take(limit)
             .map(|(k, e)| StatementStats {
