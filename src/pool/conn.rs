@@ -15,6 +15,9 @@ use crate::statements::{CacheStats, StatementCache};
 /// gone stale (a restart, a killed backend, a dropped NAT entry).
 const VALIDATE_AFTER_IDLE: Duration = Duration::from_secs(1);
 
+/// Logs of connections found dead, a few a second at most.
+static CLOSED_LOG: crate::telemetry::LogGate = crate::telemetry::LogGate::new(5);
+
 /// A pooled connection.
 pub struct Conn {
     client: ClientWrapper,
@@ -84,13 +87,22 @@ impl deadpool::managed::Manager for ConnManager {
         metrics: &Metrics,
     ) -> RecycleResult<tokio_postgres::Error> {
         if conn.client.is_closed() {
+            if let Some(held_back) = CLOSED_LOG.admit() {
+                tracing::info!(
+                    held_back,
+                    reason = "closed by the server or the network",
+                    "connection closed"
+                );
+            }
             return Err(RecycleError::message("connection closed"));
         }
         if self.validate && metrics.last_used() >= VALIDATE_AFTER_IDLE {
-            conn.client
-                .simple_query("")
-                .await
-                .map_err(RecycleError::Backend)?;
+            if let Err(e) = conn.client.simple_query("").await {
+                if let Some(held_back) = CLOSED_LOG.admit() {
+                    tracing::info!(held_back, error = %e, reason = "failed validation", "connection closed");
+                }
+                return Err(RecycleError::Backend(e));
+            }
         }
         Ok(())
     }

@@ -69,6 +69,11 @@ pub enum PoolError {
     },
 }
 
+/// Pool event logs, each kind let through at most a few times a second.
+static OPENED_LOG: crate::telemetry::LogGate = crate::telemetry::LogGate::new(5);
+static BUSY_LOG: crate::telemetry::LogGate = crate::telemetry::LogGate::new(1);
+static FAILOVER_LOG: crate::telemetry::LogGate = crate::telemetry::LogGate::new(1);
+
 /// Counters and flags deadpool does not keep.
 struct Counters {
     created: AtomicU64,
@@ -151,6 +156,9 @@ impl Pool {
             .recycle_timeout(Some(config.connection_timeout))
             .post_create(Hook::sync_fn(move |_, _| {
                 created.created.fetch_add(1, Ordering::Relaxed);
+                if let Some(held_back) = OPENED_LOG.admit() {
+                    tracing::info!(pool = name, held_back, "connection opened");
+                }
                 Ok(())
             }))
             .build()
@@ -445,10 +453,21 @@ impl Pools {
     /// reserve when the primary is at or above the threshold; normal work never does, which
     /// is what keeps the reserve free for it.
     pub fn route(&self, priority: Priority) -> &Pool {
+        let utilization = self.primary.utilization_percent();
+        let busy = utilization >= self.threshold_percent;
+        if busy && let Some(held_back) = BUSY_LOG.admit() {
+            tracing::warn!(
+                utilization_percent = utilization,
+                threshold_percent = self.threshold_percent,
+                held_back,
+                "primary pool at or above the failover threshold"
+            );
+        }
         match (&self.failover, priority) {
-            (Some(failover), Priority::Critical)
-                if self.primary.utilization_percent() >= self.threshold_percent =>
-            {
+            (Some(failover), Priority::Critical) if busy => {
+                if let Some(held_back) = FAILOVER_LOG.admit() {
+                    tracing::info!(held_back, "critical work served by the failover pool");
+                }
                 failover
             }
             _ => &self.primary,

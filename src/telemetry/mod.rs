@@ -214,3 +214,59 @@ pub fn init_logging(config: &Config) {
         LogFormat::Text => builder.init(),
     }
 }
+
+/// Lets through at most `per_second` log lines of one kind each second, so a storm of the
+/// same event (a pool at its limit, connections failing) cannot flood the logs. The lines
+/// held back are counted and reported with the next line let through.
+pub struct LogGate {
+    per_second: u32,
+    state: std::sync::Mutex<(u64, u32, u64)>,
+}
+
+impl LogGate {
+    /// A gate for `per_second` lines a second.
+    pub const fn new(per_second: u32) -> Self {
+        LogGate {
+            per_second,
+            state: std::sync::Mutex::new((0, 0, 0)),
+        }
+    }
+
+    /// `Some(suppressed since the last line let through)` if this line may be logged now.
+    pub fn admit(&self) -> Option<u64> {
+        static START: OnceLock<std::time::Instant> = OnceLock::new();
+        let second = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs();
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (window, used, suppressed) = &mut *s;
+        if *window != second {
+            *window = second;
+            *used = 0;
+        }
+        if *used < self.per_second {
+            *used += 1;
+            Some(std::mem::take(suppressed))
+        } else {
+            *suppressed += 1;
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_lets_a_few_through_and_counts_the_rest() {
+        let gate = LogGate::new(2);
+        assert_eq!(gate.admit_at(7), Some(0));
+        assert_eq!(gate.admit_at(7), Some(0));
+        assert_eq!(gate.admit_at(7), None);
+        assert_eq!(gate.admit_at(7), None);
+        assert_eq!(gate.admit_at(8), Some(2), "the next line reports what was held back");
+        assert_eq!(gate.admit_at(8), Some(0));
+    }
+}
