@@ -235,10 +235,10 @@ impl LogGate {
     /// `Some(suppressed since the last line let through)` if this line may be logged now.
     pub fn admit(&self) -> Option<u64> {
         static START: OnceLock<std::time::Instant> = OnceLock::new();
-        let second = START
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_secs();
+        self.admit_at(START.get_or_init(std::time::Instant::now).elapsed().as_secs())
+    }
+
+    fn admit_at(&self, second: u64) -> Option<u64> {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
         let (window, used, suppressed) = &mut *s;
         if *window != second {
