@@ -346,3 +346,78 @@ async fn analyze_prints_top_statements_slow_ones_and_pools_without_values() {
         .expect("run analyze");
     assert_eq!(unreachable.status.code(), Some(69));
 }
+
+#[tokio::test]
+async fn pool_status_percentiles_agree_with_the_client() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+    let mut client_ms = Vec::new();
+    for i in 0..200 {
+        // One in four sleeps 20 ms: p50 is fast, p99 is a sleeper.
+        let sql = if i % 4 == 0 {
+            "SELECT pg_sleep(0.02)::text"
+        } else {
+            "SELECT 'fast'"
+        };
+        let t = std::time::Instant::now();
+        query(&mut c, sql, vec![]).await.expect("query");
+        client_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    client_ms.sort_by(f64::total_cmp);
+    let pct = |q: f64| client_ms[((client_ms.len() as f64 * q) as usize).min(client_ms.len() - 1)];
+    let s = c
+        .pool_status(pgsidecar::proto::PoolStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner();
+    let q = s.queries.expect("queries");
+    assert_eq!(q.total, 200);
+    // The server measures less than the client (no network, no gRPC), never more.
+    assert!(
+        q.latency_p99_ms >= 18.0 && q.latency_p99_ms <= pct(0.99) + 2.0,
+        "p99 {} vs client {}",
+        q.latency_p99_ms,
+        pct(0.99)
+    );
+    assert!(
+        q.latency_p50_ms <= pct(0.50) + 1.0,
+        "p50 {} vs client {}",
+        q.latency_p50_ms,
+        pct(0.50)
+    );
+    assert!(
+        q.latency_p50_ms < 10.0,
+        "p50 is a fast query: {}",
+        q.latency_p50_ms
+    );
+    assert!(q.latency_p95_ms >= q.latency_p50_ms && q.latency_p99_ms >= q.latency_p95_ms);
+    let mean: f64 = client_ms.iter().sum::<f64>() / client_ms.len() as f64;
+    assert!(
+        q.latency_avg_ms > 0.0 && q.latency_avg_ms <= mean + 1.0,
+        "avg {} vs client {mean}",
+        q.latency_avg_ms
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let sidecar = Sidecar::start(&["--log-format", "json", "--slow-query-ms", "10"]);
+    let mut c = sidecar.client().await;
+    query(&mut c, "SELECT pg_sleep(0.05)::text", vec![])
+        .await
+        .expect("slow query");
+    let logged = eventually(Duration::from_secs(3), || {
+        let has = sidecar.stderr().contains("slow statement");
+        async move { has }
+    })
+    .await;
+    assert!(logged);
+    for line in sidecar.stderr().lines().filter(|l| !l.trim().is_empty()) {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(
+            v.get("level").is_some() && v.get("fields").is_some(),
+            "{line}"
+        );
+    }
+}
