@@ -235,7 +235,12 @@ impl LogGate {
     /// `Some(suppressed since the last line let through)` if this line may be logged now.
     pub fn admit(&self) -> Option<u64> {
         static START: OnceLock<std::time::Instant> = OnceLock::new();
-        self.admit_at(START.get_or_init(std::time::Instant::now).elapsed().as_secs())
+        self.admit_at(
+            START
+                .get_or_init(std::time::Instant::now)
+                .elapsed()
+                .as_secs(),
+        )
     }
 
     fn admit_at(&self, second: u64) -> Option<u64> {
@@ -266,7 +271,11 @@ mod tests {
         assert_eq!(gate.admit_at(7), Some(0));
         assert_eq!(gate.admit_at(7), None);
         assert_eq!(gate.admit_at(7), None);
-        assert_eq!(gate.admit_at(8), Some(2), "the next line reports what was held back");
+        assert_eq!(
+            gate.admit_at(8),
+            Some(2),
+            "the next line reports what was held back"
+        );
         assert_eq!(gate.admit_at(8), Some(0));
     }
 }
