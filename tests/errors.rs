@@ -370,15 +370,7 @@ async fn deadline_cancels_the_statement_in_postgres() {
         "answered promptly"
     );
     // No backend is still running the statement.
-    let running: i64 = db
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active' AND pid <> pg_backend_pid()",
-            &[&format!("%{marker}%")],
-        )
-        .await
-        .expect("pg_stat_activity")
-        .get(0);
-    assert_eq!(running, 0);
+    assert_eq!(active_statements(&db, &marker).await, 0);
 
     // The request's own timeout does the same.
     let mut own = request(&format!("SELECT pg_sleep(30) /* {marker}b */"), vec![]);

@@ -238,15 +238,6 @@ async fn a_client_cancel_stops_the_statement_in_postgres() {
     let db = admin().await;
     let marker = unique("cancelme");
     let sql = format!("SELECT pg_sleep(30)::text /* {marker} */");
-    async fn running(db: &tokio_postgres::Client, marker: &str) -> i64 {
-        db.query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active' AND pid <> pg_backend_pid()",
-            &[&format!("%{marker}%")],
-        )
-        .await
-        .expect("pg_stat_activity")
-        .get(0)
-    }
     // The client gives up without a gRPC deadline: the call is dropped, the stream reset.
     let call = tokio::time::timeout(Duration::from_millis(500), query(&mut c, &sql, vec![])).await;
     assert!(
@@ -255,7 +246,7 @@ async fn a_client_cancel_stops_the_statement_in_postgres() {
     );
     let gave_up = Instant::now();
     let stopped = eventually(Duration::from_secs(3), || async {
-        running(&db, &marker).await == 0
+        active_statements(&db, &marker).await == 0
     })
     .await;
     assert!(stopped, "the backend stopped running the statement");

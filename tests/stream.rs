@@ -93,19 +93,8 @@ async fn a_client_cancel_stops_the_streaming_query_in_postgres() {
         .expect("first chunk")
         .expect("some rows");
     drop(stream);
-    let gone = eventually(Duration::from_secs(1), || {
-        let db = &db;
-        let pattern = format!("%{marker}%");
-        async move {
-            db.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active' AND pid <> pg_backend_pid()",
-                &[&pattern],
-            )
-            .await
-            .expect("activity")
-            .get::<_, i64>(0)
-                == 0
-        }
+    let gone = eventually(Duration::from_secs(1), || async {
+        active_statements(&db, &marker).await == 0
     })
     .await;
     assert!(gone, "the query stopped within a second of the cancel");
@@ -192,18 +181,8 @@ async fn a_stream_that_fails_midway_does_not_leave_its_statement_running() {
         }
     };
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
-    let stopped = eventually(Duration::from_secs(1), || {
-        let (db, pattern) = (&db, format!("%{marker}%"));
-        async move {
-            db.query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
-                &[&pattern],
-            )
-            .await
-            .expect("activity")
-            .get::<_, i64>(0)
-                == 0
-        }
+    let stopped = eventually(Duration::from_secs(1), || async {
+        active_statements(&db, &marker).await == 0
     })
     .await;
     assert!(stopped, "the failed stream's statement was cancelled");

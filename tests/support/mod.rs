@@ -418,3 +418,14 @@ pub fn rpc_error(status: &tonic_types::pb::Status) -> (Code, String, Option<Stri
 }
 
 use tonic::Code;
+
+/// How many other backends are running a statement whose text contains `marker` now.
+pub async fn active_statements(db: &tokio_postgres::Client, marker: &str) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND state = 'active' AND pid <> pg_backend_pid()",
+        &[&format!("%{marker}%")],
+    )
+    .await
+    .expect("pg_stat_activity")
+    .get(0)
+}
