@@ -739,6 +739,10 @@ async fn run(secs: u64) {
         600,
     )
     .await;
+    // The load writes ~400 MB; flush it now rather than during the first runs.
+    let admin = pg_connect(&url).await.expect("admin connection");
+    admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
+    run_checked(&mut Command::new("sync"), "sync");
     let bouncer = PgBouncer::start(&dir.0, cluster.0, as_postgres);
     let bouncer_url = format!("postgres://postgres@127.0.0.1:{}/postgres", bouncer.2);
     let sidecar = Sidecar::start(&url, &[]).await;
