@@ -713,3 +713,26 @@ async fn a_client_that_stops_reading_loses_its_lease_after_the_idle_timeout() {
     );
     drop(tx);
 }
+
+#[tokio::test]
+async fn an_absurd_idle_timeout_is_capped_not_a_crash() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+    let b = BeginTransaction {
+        idle_timeout: Some(prost_types::Duration {
+            seconds: i64::MAX,
+            nanos: 0,
+        }),
+        ..begin()
+    };
+    let mut tx = TxStream::open(&mut c, b).await;
+    begun(&mut tx).await;
+    tx.execute("a", "SELECT 1", vec![]).await;
+    tx.commit().await;
+    assert!(matches!(
+        tx.result().await.outcome,
+        Some(Outcome::Response(_))
+    ));
+    assert!(matches!(tx.next().await, Ok(Some(Event::Committed(_)))));
+    assert!(!sidecar.stderr().contains("panicked"));
+}

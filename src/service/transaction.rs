@@ -30,6 +30,8 @@ const BUFFERED_RESPONSES: usize = 16;
 /// Margin by which PostgreSQL's own idle-in-transaction timeout trails ours, so ours fires
 /// first and the client hears why.
 const SERVER_IDLE_MARGIN: Duration = Duration::from_secs(5);
+/// The longest idle timeout a client may ask for.
+const MAX_IDLE: Duration = Duration::from_secs(86_400);
 /// Longest wait for a ROLLBACK on the way out before the connection is discarded instead.
 const ROLLBACK_WAIT: Duration = Duration::from_secs(2);
 
@@ -229,11 +231,14 @@ async fn serve(
         Next::Idle => return Err(Error::TransactionIdleTimeout(default_idle)),
         Next::TooLong => unreachable!("no duration limit before begin"),
     };
+    // A day at most: an absurd value from a client must not overflow the clock or hold a
+    // connection indefinitely.
     let idle = begin
         .idle_timeout
         .and_then(|d| Duration::try_from(d).ok())
         .filter(|d| !d.is_zero())
-        .unwrap_or(default_idle);
+        .unwrap_or(default_idle)
+        .min(MAX_IDLE);
     let until = state
         .config
         .transaction_max_duration
