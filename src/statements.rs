@@ -29,6 +29,8 @@ pub struct Prepared {
     pub changes_session: bool,
     /// How its command tag is written.
     pub tag: crate::service::TagShape,
+    /// Its key in the statement report.
+    pub report_key: u64,
 }
 
 /// Cache counters, shared by every connection's cache.

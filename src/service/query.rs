@@ -52,19 +52,20 @@ pub(super) async fn query(
         .and_then(|d| Duration::try_from(d).ok());
     let budget = Budget::new(start, request.metadata(), req_timeout);
     let req = request.into_inner();
-    let (result, pool) = run(state, &req, budget).await;
+    let (result, served) = run(state, &req, budget).await;
     let (rows, cached) = result.as_ref().map_or((0, false), |r| {
         let cached = r.info.as_ref().is_some_and(|i| i.statement_cached);
         (r.rows_affected, cached)
     });
     state.stats.record(Record {
         rpc: "Query",
-        pool,
+        pool: served.pool,
         sql: &req.sql,
         took: start.elapsed(),
         ok: result.is_ok(),
         rows,
         cached,
+        report_key: served.report_key,
     });
     result.map(Response::new).map_err(Status::from)
 }
@@ -89,22 +90,33 @@ fn retryable(failed: &Failed, idempotent: bool) -> bool {
     (connection_lost && !failed.may_have_run) || (idempotent && (connection_lost || conflict))
 }
 
-/// Runs the request; also says which pool served it ("none" if it got no connection).
+/// Who served a request, for the figures.
+struct Served {
+    /// The pool, or "none" if the request got no connection.
+    pool: &'static str,
+    /// The statement's report key, once it was prepared.
+    report_key: Option<u64>,
+}
+
+/// Runs the request; also says who served it.
 async fn run(
     state: &State,
     req: &QueryRequest,
     budget: Budget,
-) -> (Result<QueryResponse, Error>, &'static str) {
-    let mut pool = "none";
-    let result = run_on(state, req, budget, &mut pool).await;
-    (result, pool)
+) -> (Result<QueryResponse, Error>, Served) {
+    let mut served = Served {
+        pool: "none",
+        report_key: None,
+    };
+    let result = run_on(state, req, budget, &mut served).await;
+    (result, served)
 }
 
 async fn run_on(
     state: &State,
     req: &QueryRequest,
     budget: Budget,
-    served_by: &mut &'static str,
+    served: &mut Served,
 ) -> Result<QueryResponse, Error> {
     validate(req, state)?;
     let started = Instant::now();
@@ -120,9 +132,10 @@ async fn run_on(
         attempts += 1;
         let lease = state.pools.acquire(priority, budget.stop_at).await?;
         let (pool, queue_time) = (lease.pool, lease.queue_time);
-        *served_by = pool;
+        served.pool = pool;
         match attempt(lease, &spec, state, budget).await {
             Ok(executed) => {
+                served.report_key = Some(executed.report_key);
                 let mut response = executed.response;
                 response.info = Some(ExecutionInfo {
                     pool: pool.to_owned(),

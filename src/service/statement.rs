@@ -41,6 +41,8 @@ pub struct Executed {
     pub execution_time: Duration,
     /// The statement may have left session state behind.
     pub changes_session: bool,
+    /// Its key in the statement report.
+    pub report_key: u64,
 }
 
 /// Checks a statement's text and parameters against the limits before it is sent.
@@ -88,6 +90,7 @@ async fn prepare(conn: &Conn, sql: &str) -> Result<(Arc<Prepared>, bool), tokio_
             .iter()
             .any(|c| needs_server_text(c.type_())),
         changes_session: session::may_change_session(sql),
+        report_key: crate::telemetry::report::key_of(sql),
         tag: command_tag::shape(sql),
         sql: sql.into(),
         statement,
@@ -281,6 +284,7 @@ pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Execut
         cached,
         execution_time,
         changes_session: prepared.changes_session,
+        report_key: prepared.report_key,
     })
 }
 

@@ -30,6 +30,8 @@ pub struct Record<'a> {
     pub rows: u64,
     /// Whether its prepared statement was cached.
     pub cached: bool,
+    /// Its statement-report key, when known from its prepared statement.
+    pub report_key: Option<u64>,
 }
 
 /// Query counters and a sliding latency window of per-second histograms.
@@ -81,6 +83,7 @@ impl Stats {
             ok,
             rows,
             cached,
+            report_key,
         } = r;
         self.total.fetch_add(1, Ordering::Relaxed);
         if !ok {
@@ -99,7 +102,8 @@ impl Stats {
             );
         }
         crate::telemetry::record_statement(rpc, pool, ok, latency, slow);
-        self.report.record(sql, latency, ok, rows, cached);
+        self.report
+            .record(sql, report_key, latency, ok, rows, cached);
         let second = self.started.elapsed().as_secs();
         let i = (second % SLICES as u64) as usize;
         let micros = (latency.as_micros() as u64).clamp(1, 3_600_000_000);

@@ -58,6 +58,7 @@ pub(super) async fn stream_query(
             ok: result.is_ok(),
             rows: 0,
             cached: false,
+            report_key: None,
         });
         if let Err(e) = result {
             let _ = tx.send(Err(Status::from(e))).await;

@@ -410,9 +410,9 @@ async fn execute(
             return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
         }
     };
-    let (rows, cached) = result
-        .as_ref()
-        .map_or((0, false), |e| (e.response.rows_affected, e.cached));
+    let (rows, cached, report_key) = result.as_ref().map_or((0, false, None), |e| {
+        (e.response.rows_affected, e.cached, Some(e.report_key))
+    });
     state.stats.record(Record {
         rpc: "Transaction",
         pool,
@@ -421,6 +421,7 @@ async fn execute(
         ok: result.is_ok(),
         rows,
         cached,
+        report_key,
     });
     Ok(match result {
         Ok(executed) => {

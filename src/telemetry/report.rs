@@ -80,6 +80,11 @@ pub fn normalize(sql: &str) -> String {
     out
 }
 
+/// The report key of `sql`: the fingerprint of its normalized text.
+pub fn key_of(sql: &str) -> u64 {
+    fingerprint_of(&normalize(sql))
+}
+
 /// A stable 64-bit fingerprint of the normalized text (SipHash with fixed keys).
 pub fn fingerprint_of(normalized: &str) -> u64 {
     use std::hash::{DefaultHasher, Hash, Hasher};
@@ -94,10 +99,18 @@ pub fn fingerprint(sql: &str) -> String {
 }
 
 impl Report {
-    /// Adds one execution of `sql`.
-    pub fn record(&self, sql: &str, took: Duration, ok: bool, rows: u64, cached: bool) {
-        let normalized = normalize(sql);
-        let key = fingerprint_of(&normalized);
+    /// Adds one execution of `sql`, whose report key is `key` when already known (it is
+    /// worked out once per prepared statement); the text is normalized only for a new entry.
+    pub fn record(
+        &self,
+        sql: &str,
+        key: Option<u64>,
+        took: Duration,
+        ok: bool,
+        rows: u64,
+        cached: bool,
+    ) {
+        let key = key.unwrap_or_else(|| fingerprint_of(&normalize(sql)));
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if !entries.contains_key(&key) && entries.len() >= TRACKED {
             // Keep the statements that cost the most; the cheapest makes way.
@@ -106,7 +119,7 @@ impl Report {
             }
         }
         let e = entries.entry(key).or_insert_with(|| Entry {
-            text: normalized.chars().take(TEXT_CHARS).collect(),
+            text: normalize(sql).chars().take(TEXT_CHARS).collect(),
             ..Entry::default()
         });
         e.calls += 1;
@@ -170,10 +183,11 @@ mod tests {
     #[test]
     fn the_report_ranks_by_total_time() {
         let r = Report::default();
-        r.record("SELECT 1", Duration::from_millis(5), true, 1, false);
-        r.record("SELECT 2", Duration::from_millis(5), false, 0, true);
+        r.record("SELECT 1", None, Duration::from_millis(5), true, 1, false);
+        r.record("SELECT 2", None, Duration::from_millis(5), false, 0, true);
         r.record(
             "SELECT * FROM big",
+            Some(key_of("SELECT *   FROM big")),
             Duration::from_millis(30),
             true,
             100,
