@@ -128,16 +128,6 @@ impl StatementCache {
             entries.clear();
         }
     }
-
-    /// Statements held now.
-    pub fn len(&self) -> usize {
-        self.entries.as_ref().map_or(0, LruCache::len)
-    }
-
-    /// Whether no statement is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 impl Drop for StatementCache {

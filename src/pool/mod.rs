@@ -175,11 +175,6 @@ impl Pool {
         })
     }
 
-    /// Pool name: `primary` or `failover`.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Active connections as a percentage of the maximum.
     pub fn utilization_percent(&self) -> f64 {
         let s = self.inner.status();
