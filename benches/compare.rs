@@ -763,6 +763,17 @@ async fn run(secs: u64) {
     };
 
     let (mut runs, mut pgbench_runs) = (Vec::new(), Vec::new());
+    // BENCH_QUICK: the select workload only, a table on stdout and no report files; for
+    // trying a change to the hot path without the full three minutes.
+    if std::env::var_os("BENCH_QUICK").is_some() {
+        for c in CONCURRENCY {
+            for target in Target::ALL {
+                runs.push(measure(spec(target, &sidecar, Workload::Select, c), None).await);
+            }
+        }
+        println!("\n{}", markdown(&HEADER, &table(&runs, &[]), 3));
+        return;
+    }
     for workload in [Workload::Select, Workload::Mix] {
         for c in CONCURRENCY {
             // The targets back to back, so that they see the same table and cache state.
@@ -782,6 +793,11 @@ async fn run(secs: u64) {
     let off = spec(Target::Sidecar, &nocache, Workload::Select, 32);
     let off = measure(off, None).await;
     drop(nocache);
+    // The default single-threaded runtime against one worker per core, back to back.
+    let per_core = Sidecar::start(&url, &["--worker-threads", "0"]).await;
+    let threads = spec(Target::Sidecar, &per_core, Workload::Select, 32);
+    let threads = measure(threads, None).await;
+    drop(per_core);
     let ddl = spec(Target::Sidecar, &sidecar, Workload::SelectStar, 32);
     let ddl = ddl_during_load(&url, ddl).await;
     let pg_version = output(&format!("{PG_BIN}/postgres"), &["--version"]);
@@ -797,7 +813,7 @@ async fn run(secs: u64) {
         .collect::<Vec<_>>()
         .join(" ");
     let versions = [pg_version, bouncer_version, loadavg];
-    report(secs, runs, pgbench_runs, [on, off], ddl, versions);
+    report(secs, runs, pgbench_runs, [on, off], threads, ddl, versions);
 }
 
 /// Renders a Markdown table padded to its column widths, so that it reads in a terminal too;
@@ -961,11 +977,13 @@ fn report(
     runs: Vec<Measured>,
     pgbench: Vec<PgbenchRun>,
     cache: [Measured; 2],
+    threads: Measured,
     ddl: DdlRun,
     [pg_version, bouncer_version, loadavg]: [String; 3],
 ) {
     let results = markdown(&HEADER, &table(&runs, &pgbench), 3);
     let [on, off] = &cache;
+    let cpu = |m: &Measured| m.cpu_us_per_query.map_or("—".into(), |c| format!("{c:.1}"));
     let d = &ddl.load;
     let mut extras = vec![
         format!(
@@ -978,6 +996,16 @@ fn report(
             off.errors,
             on.sidecar_cache,
             off.sidecar_cache
+        ),
+        format!(
+            "Runtime, select c=32: one thread (the default) {:.0} q/s at {} pgsidecar CPU µs/q; \
+             one worker per core (`--worker-threads 0`) {:.0} q/s at {} µs/q (errors {} / {})",
+            on.qps,
+            cpu(on),
+            threads.qps,
+            cpu(&threads),
+            on.errors,
+            threads.errors
         ),
         format!(
             "DDL during a pgsidecar load run (SELECT *, c=32): {} client-visible errors in {} \
@@ -1034,6 +1062,7 @@ fn report(
         "loadavg_at_start": loadavg,
         "runs": runs, "pgbench": pgbench, "targets": targets_json, "ddl_during_load": ddl,
         "statement_cache": { "on": on, "off": off, "ratio": on.qps / off.qps },
+        "runtime": { "one_thread": on, "per_core": threads, "ratio": on.qps / threads.qps },
     });
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let body = serde_json::to_string_pretty(&json).expect("json") + "\n";

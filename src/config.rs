@@ -155,6 +155,8 @@ pub struct Config {
     pub limits: Limits,
     /// How long in-flight work may take to drain after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Threads that run the server: 1 = a single-threaded runtime, 0 = one per core.
+    pub worker_threads: usize,
 }
 
 /// Why configuration could not be loaded.
@@ -264,6 +266,7 @@ impl Config {
                 max_rows: 10_000,
             },
             shutdown_grace: Duration::from_millis(25_000),
+            worker_threads: 1,
         }
     }
 }
@@ -486,9 +489,11 @@ impl Key {
         "Row cap for requests with max_rows = 0");
     const SHUTDOWN_GRACE: Key = Key::new("shutdown-grace", "PGSIDECAR_SHUTDOWN_GRACE", "MS", "25000",
         "Time allowed to drain on shutdown, in ms");
+    const WORKER_THREADS: Key = Key::new("worker-threads", "PGSIDECAR_WORKER_THREADS", "N", "1",
+        "Runtime threads: 1 = one thread (least CPU per query), 0 = one per core");
 
     /// Every setting, in `--help` order.
-    const ALL: [Key; 31] = [
+    const ALL: [Key; 32] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
@@ -498,6 +503,7 @@ impl Key {
         Key::TRANSACTION_MAX_DURATION, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
         Key::HTTP_ADDR, Key::REFLECTION, Key::LOG_FORMAT, Key::LOG_LEVEL, Key::MAX_SQL_BYTES,
         Key::MAX_PARAMS, Key::MAX_MESSAGE_BYTES, Key::MAX_ROWS, Key::SHUTDOWN_GRACE,
+        Key::WORKER_THREADS,
     ];
 }
 
@@ -800,6 +806,8 @@ impl Layers<'_> {
         let log_filter = non_empty("a log filter such as info or info,pgsidecar=debug");
         self.set(&mut c.log_level, Key::LOG_LEVEL, log_filter)?;
         self.set(&mut c.shutdown_grace, Key::SHUTDOWN_GRACE, millis(0))?;
+        let threads = |s: &str| integer(0u32, Some(1024))(s).map(|n| n as usize);
+        self.set(&mut c.worker_threads, Key::WORKER_THREADS, threads)?;
         Ok(c)
     }
 }
@@ -1028,6 +1036,7 @@ mod tests {
             }
         );
         assert_eq!(c.shutdown_grace, MS(25_000));
+        assert_eq!(c.worker_threads, 1);
     }
 
     #[test]
@@ -1158,6 +1167,7 @@ mod tests {
             ("PGSIDECAR_MAX_MESSAGE_BYTES", "1024"),
             ("PGSIDECAR_MAX_ROWS", "5"),
             ("PGSIDECAR_SHUTDOWN_GRACE", "0"),
+            ("PGSIDECAR_WORKER_THREADS", "0"),
         ];
         let c = load(&[], &env).unwrap();
         let want = Config {
@@ -1197,6 +1207,7 @@ mod tests {
                 max_rows: 5,
             },
             shutdown_grace: Duration::ZERO,
+            worker_threads: 0,
         };
         assert_eq!(c, want);
     }
@@ -1240,6 +1251,7 @@ mod tests {
             "--max-message-bytes=2048",
             "--max-rows=1",
             "--shutdown-grace=5",
+            "--worker-threads=3",
         ];
         let c = load(&args, &env).unwrap();
         assert_eq!(c.profile, Profile::Production);
@@ -1269,6 +1281,7 @@ mod tests {
         assert_eq!(c.limits.max_message_bytes, 2048);
         assert_eq!(c.limits.max_rows, 1);
         assert_eq!(c.shutdown_grace, MS(5));
+        assert_eq!(c.worker_threads, 3);
     }
 
     #[test]

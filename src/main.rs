@@ -42,6 +42,23 @@ fn analyze(args: Vec<String>) -> ExitCode {
     }
 }
 
+/// The runtime the server runs on. One thread is the default: a sidecar serves one pod, and
+/// the benchmark (docs/BENCHMARKS.md) shows a single-threaded runtime spending about a third
+/// less CPU per query than a work-stealing one on two cores, because no request hops threads.
+fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    use tokio::runtime::Builder;
+    let mut builder = match threads {
+        1 => Builder::new_current_thread(),
+        0 => Builder::new_multi_thread(),
+        n => {
+            let mut b = Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+    };
+    builder.enable_all().build()
+}
+
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "analyze") {
         let argv = std::env::args_os()
@@ -61,7 +78,7 @@ fn main() -> ExitCode {
         }
     };
     pgsidecar::telemetry::init_logging(&config);
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match build_runtime(config.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("pgsidecar: cannot start the runtime: {e}");
