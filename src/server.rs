@@ -98,7 +98,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             source,
         })?;
 
+    let (stopping_tx, stopping) = watch::channel(false);
     let state = Arc::new(State {
+        stopping,
         stats: Stats::new(config.slow_query),
         config: config.clone(),
         pools: pools.clone(),
@@ -123,6 +125,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Sent once health has flipped: the listeners stop and connections get GOAWAY.
+    let (drain_tx, drain_rx) = watch::channel(false);
 
     // Warm the pools, then keep probing: readiness waits for the minimum to be open.
     {
@@ -170,15 +174,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            wait_for(shutdown_rx.clone()),
+            wait_for(drain_rx.clone()),
         );
 
     let http = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/health/pool", get(pool_json))
         .with_state(state.clone());
-    let http =
-        axum::serve(http_listener, http).with_graceful_shutdown(wait_for(shutdown_rx.clone()));
+    let http = axum::serve(http_listener, http).with_graceful_shutdown(wait_for(drain_rx));
 
     let grace = config.shutdown_grace;
     let mut on_shutdown = shutdown_rx;
@@ -186,9 +189,19 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         let grpc = tokio::spawn(grpc);
         let http = tokio::spawn(async move { http.await.map_err(ServerError::Http) });
         let _ = on_shutdown.wait_for(|stop| *stop).await;
-        // Health flips first, so probes stop routing here before the drain begins; the
-        // listeners have already stopped accepting (they watch the same signal).
+        // Health flips first, so probes and Watch subscribers hear NOT_SERVING before
+        // connections are told to go away; then the listeners stop and the drain begins.
         health.shutting_down().await;
+        tokio::time::sleep(HEALTH_LEAD).await;
+        let _ = drain_tx.send(true);
+        // Open transactions may finish within the grace period; those still open when
+        // little of it is left are rolled back and told so (UNAVAILABLE SHUTTING_DOWN)
+        // while the process can still answer them.
+        let left = (grace / 5).min(std::time::Duration::from_secs(1));
+        tokio::spawn(async move {
+            tokio::time::sleep(grace - left).await;
+            let _ = stopping_tx.send(true);
+        });
         let drained = tokio::time::timeout(grace, async {
             let g = grpc.await;
             let h = http.await;
@@ -214,6 +227,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         task,
     })
 }
+
+/// How long NOT_SERVING is out before the listeners stop: enough for the update to reach
+/// Watch streams ahead of the GOAWAY on the same connection.
+const HEALTH_LEAD: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn wait_for(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;

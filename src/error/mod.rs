@@ -69,6 +69,10 @@ pub enum Error {
     /// A transaction outlived the maximum transaction duration and was rolled back.
     #[error("the transaction ran longer than {0:?} and was rolled back")]
     TransactionTooLong(Duration),
+    /// The sidecar is shutting down: the grace period is nearly over and the transaction was
+    /// rolled back.
+    #[error("the sidecar is shutting down; the transaction was rolled back")]
+    ShuttingDown,
     /// The connection was lost while COMMIT was in flight: it may or may not have committed.
     #[error(
         "the connection was lost during COMMIT; the outcome is unknown{}",
@@ -112,7 +116,8 @@ pub fn code_for_sqlstate(code: &str, message: &str) -> Code {
         "42P01" | "42703" | "42883" | "3D000" | "3F000" | "34000" | "26000" | "P0002" => {
             Code::NotFound
         }
-        "42501" => Code::PermissionDenied,
+        // A write in read-only mode (or on a hot standby) is refused, not malformed.
+        "42501" | "25006" => Code::PermissionDenied,
         "22003" => Code::OutOfRange,
         // statement_timeout expiring is a deadline; a cancel request is a cancel.
         "57014" if message.contains("statement timeout") => Code::DeadlineExceeded,
@@ -273,6 +278,9 @@ impl From<&Error> for Parts {
             Error::Pool(e) => {
                 let (code, reason) = match e {
                     PoolError::Exhausted { .. } => (Code::ResourceExhausted, "POOL_EXHAUSTED"),
+                    PoolError::DeadlineExceeded { .. } => {
+                        (Code::DeadlineExceeded, "DEADLINE_EXCEEDED")
+                    }
                     PoolError::Closed { .. } => (Code::Unavailable, "SHUTTING_DOWN"),
                     PoolError::Config { .. } => (Code::Internal, "POOL_MISCONFIGURED"),
                     PoolError::Unavailable { .. } | PoolError::ConnectTimeout { .. } => {
@@ -305,6 +313,11 @@ impl From<&Error> for Parts {
                 "TRANSACTION_MAX_DURATION",
                 none(),
             ),
+            Error::ShuttingDown => {
+                let mut p = parts(Code::Unavailable, err.to_string(), "SHUTTING_DOWN", none());
+                p.details.set_retry_info(Some(RETRY_CAPACITY));
+                p
+            }
             Error::CommitOutcomeUnknown { txid, wrote } => {
                 let mut metadata = none();
                 if let Some(t) = txid {

@@ -38,6 +38,15 @@ pub enum PoolError {
         /// How long the request waited.
         waited: Duration,
     },
+    /// The request's own deadline ended the wait for a connection (busy connections, or a
+    /// connection still opening), before the pool's connection timeout would have.
+    #[error("no connection from the {pool} pool within the request's deadline (waited {waited:?})")]
+    DeadlineExceeded {
+        /// Pool name.
+        pool: &'static str,
+        /// How long the request waited.
+        waited: Duration,
+    },
     /// A new connection could not be opened.
     #[error("cannot connect to PostgreSQL for the {pool} pool: {source}")]
     Unavailable {
@@ -477,11 +486,21 @@ impl Pools {
         deadline: Option<Instant>,
     ) -> Result<Lease, PoolError> {
         let pool = self.route(priority);
-        let mut until = Instant::now() + self.connection_timeout;
-        if let Some(deadline) = deadline {
-            until = until.min(deadline);
+        let started = Instant::now();
+        let timeout_at = started + self.connection_timeout;
+        let until = deadline.map_or(timeout_at, |d| d.min(timeout_at));
+        match pool.acquire(until, self.connection_timeout).await {
+            // Cut short by the caller's deadline, not by the pool: a deadline, not exhaustion.
+            Err(PoolError::Exhausted { pool, .. } | PoolError::ConnectTimeout { pool })
+                if until < timeout_at =>
+            {
+                Err(PoolError::DeadlineExceeded {
+                    pool,
+                    waited: started.elapsed(),
+                })
+            }
+            other => other,
         }
-        pool.acquire(until, self.connection_timeout).await
     }
 
     /// Opens every pool's minimum of connections.

@@ -38,6 +38,20 @@ pub struct State {
     pub stats: Stats,
     /// Readiness.
     pub health: Health,
+    /// Turns true when open transactions must end: near the end of the shutdown grace
+    /// period, so that their clients hear why before the process exits.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+impl State {
+    /// Resolves once open transactions must end (never, if the server is gone without
+    /// saying so).
+    pub(crate) async fn stopping(&self) {
+        let mut rx = self.stopping.clone();
+        if rx.wait_for(|stop| *stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 /// The `dataaccess.v1.DataAccess` implementation.

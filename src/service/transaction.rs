@@ -53,6 +53,7 @@ pub(super) async fn transaction(
                 Ok(()) => lease.outcome,
                 Err(Error::TransactionIdleTimeout(_)) => "idle_timeout",
                 Err(Error::TransactionTooLong(_)) => "max_duration",
+                Err(Error::ShuttingDown) => "shutdown",
                 Err(Error::CommitOutcomeUnknown { .. }) => "unknown",
                 Err(_) => "error",
             };
@@ -139,9 +140,12 @@ enum Next {
     Gone,
     Idle,
     TooLong,
+    /// The server is shutting down and its grace period is nearly over.
+    Stopping,
 }
 
 async fn next(
+    state: &State,
     inbound: &mut Streaming<TransactionRequest>,
     tx: &Sender,
     idle: Duration,
@@ -157,6 +161,7 @@ async fn next(
         biased;
         _ = tx.closed() => Next::Gone,
         _ = too_long => Next::TooLong,
+        _ = state.stopping() => Next::Stopping,
         m = timeout(idle, inbound.message()) => match m {
             Err(_) => Next::Idle,
             Ok(Ok(Some(m))) => Next::Message(m),
@@ -214,7 +219,7 @@ async fn serve(
     lease: &mut Lease,
 ) -> Result<(), Error> {
     let default_idle = state.config.transaction_idle_timeout;
-    let begin = match next(&mut inbound, tx, default_idle, None).await {
+    let begin = match next(state, &mut inbound, tx, default_idle, None).await {
         Next::Message(TransactionRequest {
             action: Some(Action::Begin(b)),
         }) => b,
@@ -230,6 +235,7 @@ async fn serve(
         Next::End | Next::Gone => return Ok(()),
         Next::Idle => return Err(Error::TransactionIdleTimeout(default_idle)),
         Next::TooLong => unreachable!("no duration limit before begin"),
+        Next::Stopping => return Err(Error::ShuttingDown),
     };
     // A day at most: an absurd value from a client must not overflow the clock or hold a
     // connection indefinitely.
@@ -268,7 +274,7 @@ async fn serve(
     // SAVEPOINT): PostgreSQL refuses everything else meanwhile.
     let mut aborted_by: Option<tonic_types::pb::Status> = None;
     loop {
-        let request = match next(&mut inbound, tx, idle, until).await {
+        let request = match next(state, &mut inbound, tx, idle, until).await {
             Next::Message(m) => m,
             Next::End => {
                 // Half-closed without a commit: roll back and say so.
@@ -284,6 +290,7 @@ async fn serve(
             }
             Next::Gone => return Ok(()),
             Next::Idle => return Err(Error::TransactionIdleTimeout(idle)),
+            Next::Stopping => return Err(Error::ShuttingDown),
             Next::TooLong => {
                 return Err(Error::TransactionTooLong(
                     state.config.transaction_max_duration.unwrap_or_default(),
@@ -408,6 +415,10 @@ async fn execute(
         _ = too_long => {
             lease.abandon();
             return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
+        }
+        _ = state.stopping() => {
+            lease.abandon();
+            return Err(Error::ShuttingDown);
         }
     };
     let (rows, cached, report_key) = result.as_ref().map_or((0, false, None), |e| {

@@ -25,6 +25,17 @@ fn free_port() -> u16 {
 impl TempCluster {
     /// initdb + start, with `max_connections` and durability off (it is thrown away).
     pub fn start(max_connections: u32) -> TempCluster {
+        Self::start_with(max_connections, "off")
+    }
+
+    /// As [`TempCluster::start`], but a commit is acknowledged only once its WAL is written,
+    /// so an immediate stop (a crash) loses nothing a client was told had committed.
+    /// (fsync stays off: the kernel, which keeps what was written, is not what crashes.)
+    pub fn start_durable(max_connections: u32) -> TempCluster {
+        Self::start_with(max_connections, "on")
+    }
+
+    fn start_with(max_connections: u32, synchronous_commit: &str) -> TempCluster {
         let as_postgres = Command::new("id")
             .arg("-u")
             .output()
@@ -60,7 +71,7 @@ impl TempCluster {
             ],
         );
         let conf = format!(
-            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nmax_connections = {max_connections}\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n",
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nmax_connections = {max_connections}\nfsync = off\nsynchronous_commit = {synchronous_commit}\nfull_page_writes = off\n",
             c.port,
             c.dir.display()
         );

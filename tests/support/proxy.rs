@@ -1,6 +1,7 @@
 //! A small TCP proxy between the sidecar and PostgreSQL for injecting network faults: cut
-//! every connection when the client side sends a given byte pattern (e.g. a COMMIT), or cut
-//! everything now.
+//! every connection when the client side sends a given byte pattern (e.g. a COMMIT), cut
+//! everything now, or stall: forward nothing in either direction and connect nothing new,
+//! without closing anything, as a network path that drops every packet does.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -14,6 +15,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     cut_on: Arc<Mutex<Option<Vec<u8>>>>,
     cut_now: watch::Sender<u64>,
+    stalled: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -24,21 +26,29 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let cut_on: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let (cut_now, cut_rx) = watch::channel(0u64);
+        let (stalled, stall_rx) = watch::channel(false);
         let pattern = cut_on.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let Ok(server) = TcpStream::connect(upstream).await else {
-                    continue;
-                };
-                let _ = client.set_nodelay(true);
-                let _ = server.set_nodelay(true);
-                tokio::spawn(pipe(client, server, pattern.clone(), cut_rx.clone()));
+                let (pattern, cut_rx, mut stall_rx) =
+                    (pattern.clone(), cut_rx.clone(), stall_rx.clone());
+                tokio::spawn(async move {
+                    // A stalled path connects nothing: the client's handshake goes unanswered.
+                    let _ = stall_rx.wait_for(|s| !*s).await;
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = client.set_nodelay(true);
+                    let _ = server.set_nodelay(true);
+                    pipe(client, server, pattern, cut_rx, stall_rx).await;
+                });
             }
         });
         Proxy {
             addr,
             cut_on,
             cut_now,
+            stalled,
             task,
         }
     }
@@ -53,6 +63,16 @@ impl Proxy {
     pub fn cut_all(&self) {
         self.cut_now.send_modify(|n| *n += 1);
     }
+
+    /// Stops forwarding anything, open connections and new ones alike, closing nothing.
+    pub fn stall(&self) {
+        self.stalled.send_replace(true);
+    }
+
+    /// Forwards again: what waited in the buffers flows on.
+    pub fn resume(&self) {
+        self.stalled.send_replace(false);
+    }
 }
 
 impl Drop for Proxy {
@@ -66,6 +86,7 @@ async fn pipe(
     mut server: TcpStream,
     cut_on: Arc<Mutex<Option<Vec<u8>>>>,
     mut cut_now: watch::Receiver<u64>,
+    mut stalled: watch::Receiver<bool>,
 ) {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
@@ -73,8 +94,16 @@ async fn pipe(
     let mut down = [0u8; 16384];
     cut_now.borrow_and_update();
     loop {
+        if *stalled.borrow_and_update() {
+            tokio::select! {
+                _ = cut_now.changed() => return,
+                r = stalled.changed() => if r.is_err() { return },
+            }
+            continue;
+        }
         tokio::select! {
             _ = cut_now.changed() => return,
+            r = stalled.changed() => if r.is_err() { return },
             n = cr.read(&mut up) => {
                 let Ok(n @ 1..) = n else { return };
                 let pattern = cut_on.lock().expect("lock").clone();
