@@ -92,6 +92,17 @@ impl fmt::Debug for PoolConfig {
     }
 }
 
+/// Bearer tokens a client may present; empty means no token is asked for.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Tokens(pub Vec<String>);
+
+// Written by hand so that `{:?}` of a config never shows a token.
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tokens({} redacted)", self.0.len())
+    }
+}
+
 /// Request size limits enforced by the server before any SQL reaches Postgres.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -103,6 +114,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Row cap applied when a request asks for `max_rows = 0`.
     pub max_rows: u32,
+    /// Most concurrent gRPC streams on one client connection (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); clients queue beyond it.
+    pub max_concurrent_streams: u32,
 }
 
 /// The whole validated configuration of one sidecar process.
@@ -157,6 +171,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Threads that run the server: 1 = a single-threaded runtime, 0 = one per core.
     pub worker_threads: usize,
+    /// Every session read-only (`default_transaction_read_only`); writes are refused.
+    pub read_only: bool,
+    /// Accepted bearer tokens (from the tokens file and the tokens setting together).
+    pub auth_tokens: Tokens,
 }
 
 /// Why configuration could not be loaded.
@@ -264,9 +282,12 @@ impl Config {
                 max_params: 65535,
                 max_message_bytes: 4_194_304,
                 max_rows: 10_000,
+                max_concurrent_streams: 200,
             },
             shutdown_grace: Duration::from_millis(25_000),
             worker_threads: 1,
+            read_only: false,
+            auth_tokens: Tokens::default(),
         }
     }
 }
@@ -491,9 +512,17 @@ impl Key {
         "Time allowed to drain on shutdown, in ms");
     const WORKER_THREADS: Key = Key::new("worker-threads", "PGSIDECAR_WORKER_THREADS", "N", "1",
         "Runtime threads: 1 = one thread (least CPU per query), 0 = one per core");
+    const MAX_CONCURRENT_STREAMS: Key = Key::new("max-concurrent-streams", "PGSIDECAR_MAX_CONCURRENT_STREAMS", "N", "200",
+        "Most concurrent gRPC streams per client connection");
+    const READ_ONLY: Key = Key::new("read-only", "PGSIDECAR_READ_ONLY", "BOOL", "false",
+        "Make every session read-only; writes fail with PERMISSION_DENIED");
+    const AUTH_TOKENS_FILE: Key = Key::new("auth-tokens-file", "PGSIDECAR_AUTH_TOKENS_FILE", "PATH", "",
+        "File of accepted bearer tokens, one per line; none = no token needed");
+    const AUTH_TOKENS: Key = Key::new("auth-tokens", "PGSIDECAR_AUTH_TOKENS", "TOKENS", "",
+        "Accepted bearer tokens, comma-separated (prefer the file: flags show in ps)");
 
     /// Every setting, in `--help` order.
-    const ALL: [Key; 32] = [
+    const ALL: [Key; 36] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
@@ -503,7 +532,8 @@ impl Key {
         Key::TRANSACTION_MAX_DURATION, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
         Key::HTTP_ADDR, Key::REFLECTION, Key::LOG_FORMAT, Key::LOG_LEVEL, Key::MAX_SQL_BYTES,
         Key::MAX_PARAMS, Key::MAX_MESSAGE_BYTES, Key::MAX_ROWS, Key::SHUTDOWN_GRACE,
-        Key::WORKER_THREADS,
+        Key::WORKER_THREADS, Key::MAX_CONCURRENT_STREAMS, Key::READ_ONLY, Key::AUTH_TOKENS_FILE,
+        Key::AUTH_TOKENS,
     ];
 }
 
@@ -808,6 +838,14 @@ impl Layers<'_> {
         self.set(&mut c.shutdown_grace, Key::SHUTDOWN_GRACE, millis(0))?;
         let threads = |s: &str| integer(0u32, Some(1024))(s).map(|n| n as usize);
         self.set(&mut c.worker_threads, Key::WORKER_THREADS, threads)?;
+        self.set(&mut c.limits.max_concurrent_streams, Key::MAX_CONCURRENT_STREAMS, integer(1, None))?;
+        self.set(&mut c.read_only, Key::READ_ONLY, parse_bool)?;
+        let mut tokens = Vec::new();
+        self.set(&mut tokens, Key::AUTH_TOKENS_FILE, read_tokens_file)?;
+        let mut listed = Vec::new();
+        self.set(&mut listed, Key::AUTH_TOKENS, |s| Ok(token_list(s.split(','))))?;
+        tokens.extend(listed);
+        c.auth_tokens = Tokens(tokens);
         Ok(c)
     }
 }
@@ -868,6 +906,28 @@ fn millis_or_none(s: &str) -> Result<Option<Duration>, String> {
             "expected milliseconds from 0 (none) to {MAX_MS}, got {s:?}"
         )),
     }
+}
+
+/// Tokens from a list of candidates: trimmed, blanks and `#` comments dropped.
+fn token_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let kept = items
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.starts_with('#'));
+    kept.map(str::to_owned).collect()
+}
+
+/// The tokens in a file, one per line; an empty path means no file. An unreadable file or
+/// one with no token is an error: a typo must not quietly turn authentication off.
+fn read_tokens_file(path: &str) -> Result<Vec<String>, String> {
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+    let tokens = token_list(text.lines());
+    if tokens.is_empty() {
+        return Err(format!("expected at least one token in {path:?}, got none"));
+    }
+    Ok(tokens)
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -1037,6 +1097,32 @@ mod tests {
         );
         assert_eq!(c.shutdown_grace, MS(25_000));
         assert_eq!(c.worker_threads, 1);
+        assert!(!c.read_only);
+        assert!(c.auth_tokens.0.is_empty());
+    }
+
+    #[test]
+    fn tokens_come_from_the_file_and_the_list_and_never_show_in_debug() {
+        let path = std::env::temp_dir().join(format!("pgsidecar-tokens-{}", std::process::id()));
+        std::fs::write(&path, "# rotation: new first\nnew-token\n\n  old-token  \n").unwrap();
+        let file = path.to_str().unwrap();
+        let c = load(
+            &["--auth-tokens-file", file],
+            &[("PGSIDECAR_AUTH_TOKENS", "extra")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth_tokens,
+            Tokens(vec!["new-token".into(), "old-token".into(), "extra".into()])
+        );
+        assert!(!format!("{c:?}").contains("token\""), "{c:?}");
+        std::fs::write(&path, "# only a comment\n").unwrap();
+        let (setting, message) = invalid(load(&["--auth-tokens-file", file], &[]));
+        assert_eq!(setting, "PGSIDECAR_AUTH_TOKENS_FILE (--auth-tokens-file)");
+        assert!(message.contains("at least one token"), "{message}");
+        std::fs::remove_file(&path).unwrap();
+        let (_, message) = invalid(load(&["--auth-tokens-file", file], &[]));
+        assert!(message.contains("cannot read"), "{message}");
     }
 
     #[test]
@@ -1168,6 +1254,9 @@ mod tests {
             ("PGSIDECAR_MAX_ROWS", "5"),
             ("PGSIDECAR_SHUTDOWN_GRACE", "0"),
             ("PGSIDECAR_WORKER_THREADS", "0"),
+            ("PGSIDECAR_MAX_CONCURRENT_STREAMS", "64"),
+            ("PGSIDECAR_READ_ONLY", "true"),
+            ("PGSIDECAR_AUTH_TOKENS", " a-token , # not one,other "),
         ];
         let c = load(&[], &env).unwrap();
         let want = Config {
@@ -1205,9 +1294,12 @@ mod tests {
                 max_params: 100,
                 max_message_bytes: 1024,
                 max_rows: 5,
+                max_concurrent_streams: 64,
             },
             shutdown_grace: Duration::ZERO,
             worker_threads: 0,
+            read_only: true,
+            auth_tokens: Tokens(vec!["a-token".into(), "other".into()]),
         };
         assert_eq!(c, want);
     }
@@ -1252,6 +1344,10 @@ mod tests {
             "--max-rows=1",
             "--shutdown-grace=5",
             "--worker-threads=3",
+            "--max-concurrent-streams=7",
+            "--read-only=yes",
+            "--auth-tokens-file=",
+            "--auth-tokens=t1",
         ];
         let c = load(&args, &env).unwrap();
         assert_eq!(c.profile, Profile::Production);
@@ -1282,6 +1378,9 @@ mod tests {
         assert_eq!(c.limits.max_rows, 1);
         assert_eq!(c.shutdown_grace, MS(5));
         assert_eq!(c.worker_threads, 3);
+        assert_eq!(c.limits.max_concurrent_streams, 7);
+        assert!(c.read_only);
+        assert_eq!(c.auth_tokens, Tokens(vec!["t1".into()]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod analyze;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -11,9 +11,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
+use crate::auth::BearerAuth;
 use crate::config::Config;
 use crate::error::Error;
 use crate::health::Health;
@@ -110,6 +112,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let data_access = DataAccessServer::new(DataAccessService::new(state.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    // Only DataAccess asks for a token: health must answer probes, and reflection describes
+    // nothing but the public contract.
+    let auth = BearerAuth::new(&config.auth_tokens);
+    warn_if_exposed(grpc_addr, auth.enabled());
+    let data_access = InterceptedService::new(data_access, auth);
     let (reflection_v1, reflection_v1alpha) = if config.reflection {
         let v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -163,6 +170,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         // is noticed by these pings, which ends its streams and rolls back its transactions.
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         // Outermost: metrics see the status the client gets, after the mapping below.
         .layer(telemetry::grpc::GrpcMetricsLayer)
         .layer(tower::util::MapResponseLayer::new(
@@ -226,6 +234,22 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         shutdown: shutdown_tx,
         task,
     })
+}
+
+/// A listener beyond loopback serves whoever can reach it: say so when nothing guards it.
+fn warn_if_exposed(addr: SocketAddr, tokens: bool) {
+    if addr.ip().is_loopback() {
+        return;
+    }
+    let mut missing = vec!["TLS"];
+    if !tokens {
+        missing.push("bearer tokens (PGSIDECAR_AUTH_TOKENS_FILE)");
+    }
+    tracing::warn!(
+        %addr,
+        missing = missing.join(", "),
+        "gRPC listens beyond loopback without protection: anyone who can reach it can run SQL"
+    );
 }
 
 /// How long NOT_SERVING is out before the listeners stop: enough for the update to reach

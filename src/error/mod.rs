@@ -69,6 +69,9 @@ pub enum Error {
     /// A transaction outlived the maximum transaction duration and was rolled back.
     #[error("the transaction ran longer than {0:?} and was rolled back")]
     TransactionTooLong(Duration),
+    /// The call carried no bearer token, or one that is not accepted.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
     /// The sidecar is shutting down: the grace period is nearly over and the transaction was
     /// rolled back.
     #[error("the sidecar is shutting down; the transaction was rolled back")]
@@ -311,6 +314,12 @@ impl From<&Error> for Parts {
                 Code::Aborted,
                 err.to_string(),
                 "TRANSACTION_MAX_DURATION",
+                none(),
+            ),
+            Error::Unauthenticated(_) => parts(
+                Code::Unauthenticated,
+                err.to_string(),
+                "UNAUTHENTICATED",
                 none(),
             ),
             Error::ShuttingDown => {

@@ -408,6 +408,13 @@ fn session_config(url: &str, config: &Config) -> Result<tokio_postgres::Config, 
          -c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres",
         config.transaction_idle_timeout.as_millis()
     );
+    // Read-only mode: RESET and DISCARD ALL return to this startup value, so a session that
+    // changed it is put back before reuse.
+    let ours = if config.read_only {
+        ours + " -c default_transaction_read_only=on"
+    } else {
+        ours
+    };
     let options = match pg.get_options() {
         Some(theirs) if !theirs.is_empty() => format!("{theirs} {ours}"),
         _ => ours,

@@ -188,8 +188,10 @@ fn new_transaction_id() -> String {
 }
 
 /// The BEGIN statement for the requested mode, with PostgreSQL's idle timeout set to trail
-/// ours for this transaction only.
-fn begin_sql(b: &BeginTransaction, idle: Duration) -> String {
+/// ours for this transaction only. In read-only mode the transaction is READ ONLY whatever
+/// the client asked, and a first query follows at once: PostgreSQL lets `SET TRANSACTION
+/// READ WRITE` through only before a transaction's first query, so the client never can.
+fn begin_sql(b: &BeginTransaction, idle: Duration, read_only_mode: bool) -> String {
     let mut sql = String::from("BEGIN");
     match IsolationLevel::try_from(b.isolation).unwrap_or(IsolationLevel::Unspecified) {
         IsolationLevel::Unspecified => {}
@@ -197,7 +199,7 @@ fn begin_sql(b: &BeginTransaction, idle: Duration) -> String {
         IsolationLevel::RepeatableRead => sql.push_str(" ISOLATION LEVEL REPEATABLE READ"),
         IsolationLevel::Serializable => sql.push_str(" ISOLATION LEVEL SERIALIZABLE"),
     }
-    if b.read_only {
+    if b.read_only || read_only_mode {
         sql.push_str(" READ ONLY");
     }
     if b.deferrable {
@@ -209,6 +211,9 @@ fn begin_sql(b: &BeginTransaction, idle: Duration) -> String {
     sql.push_str(&format!(
         "; SET LOCAL idle_in_transaction_session_timeout = {server_idle}"
     ));
+    if read_only_mode {
+        sql.push_str("; SELECT 1");
+    }
     sql
 }
 
@@ -255,7 +260,7 @@ async fn serve(
     lease.conn = Some(InFlight::new(acquired));
     lease
         .client()
-        .batch_execute(&begin_sql(&begin, idle))
+        .batch_execute(&begin_sql(&begin, idle, state.config.read_only))
         .await?;
     lease.open = true;
     lease.began = true;
