@@ -1093,6 +1093,7 @@ mod tests {
                 max_params: 65535,
                 max_message_bytes: 4_194_304,
                 max_rows: 10_000,
+                max_concurrent_streams: 200,
             }
         );
         assert_eq!(c.shutdown_grace, MS(25_000));
