@@ -245,6 +245,16 @@ fn array(ty: &Type, elem: &Type, raw: &[u8]) -> Result<ArrayValue, DecodeError> 
         .map(|d| Ok(usize::try_from(d.len).unwrap_or(0)))
         .collect()
         .map_err(|e| malformed(ty, e))?;
+    // Every element takes at least its 4-byte length on the wire. Checked before collecting,
+    // because the element iterator sizes its buffer from the claimed dimensions: a corrupt
+    // header must be an error, not a multi-gigabyte allocation (found by fuzz/codec).
+    let claimed = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if !dims.is_empty() && claimed.is_none_or(|n| n > raw.len() / 4) {
+        return Err(malformed(
+            ty,
+            "dimensions claim more elements than the value holds",
+        ));
+    }
     let cells: Vec<Value> = arr
         .values()
         .map_err(|e| malformed(ty, e))
@@ -502,6 +512,24 @@ fn composite_text(ty: &Type, fields: &[&Type], raw: &[u8]) -> Result<String, Dec
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_array_header_claiming_more_elements_than_it_holds_is_malformed() {
+        // ndim 1, no nulls, element int4, one dimension of 2^30 elements, lower bound 1, and
+        // no elements at all: must be an error, not an attempt to allocate gigabytes.
+        let mut raw = Vec::new();
+        for word in [1i32, 0, 23, 1 << 30, 1] {
+            raw.extend_from_slice(&word.to_be_bytes());
+        }
+        assert!(decode_cell(&Type::INT4_ARRAY, Some(&raw)).is_err());
+        raw[12..16].copy_from_slice(&1i32.to_be_bytes());
+        raw.extend_from_slice(&4i32.to_be_bytes());
+        raw.extend_from_slice(&7i32.to_be_bytes());
+        assert!(
+            decode_cell(&Type::INT4_ARRAY, Some(&raw)).is_ok(),
+            "a well-formed one still decodes"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -26,6 +26,14 @@ use crate::proto::{
 };
 
 pub use command_tag::TagShape;
+
+/// The checks and classifications a request's text goes through before any SQL reaches
+/// PostgreSQL, public for the fuzz targets in `fuzz/`: none may panic on any input.
+pub mod checks {
+    pub use super::command_tag::shape as command_tag_shape;
+    pub use super::session::{may_change_session, transaction_control};
+    pub use super::statement::validate as validate_statement;
+}
 pub use status::Stats;
 
 /// Everything the RPCs share.
