@@ -249,7 +249,9 @@ fn array(ty: &Type, elem: &Type, raw: &[u8]) -> Result<ArrayValue, DecodeError> 
     // because the element iterator sizes its buffer from the claimed dimensions: a corrupt
     // header must be an error, not a multi-gigabyte allocation (found by fuzz/codec).
     let claimed = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    if !dims.is_empty() && claimed.is_none_or(|n| n > raw.len() / 4) {
+    // PostgreSQL writes an empty array with no dimensions, never a dimension of length 0
+    // (which would let the others claim any size while holding nothing).
+    if !dims.is_empty() && claimed.is_none_or(|n| n == 0 || n > raw.len() / 4) {
         return Err(malformed(
             ty,
             "dimensions claim more elements than the value holds",
@@ -521,6 +523,13 @@ mod tests {
             raw.extend_from_slice(&word.to_be_bytes());
         }
         assert!(decode_cell(&Type::INT4_ARRAY, Some(&raw)).is_err());
+        // Two dimensions, 2^30 by 0: no elements claimed, but the outer level alone would
+        // be a gigabyte-sized list.
+        let mut zero = Vec::new();
+        for word in [2i32, 0, 23, 1 << 30, 1, 0, 1] {
+            zero.extend_from_slice(&word.to_be_bytes());
+        }
+        assert!(decode_cell(&Type::INT4_ARRAY, Some(&zero)).is_err());
         raw[12..16].copy_from_slice(&1i32.to_be_bytes());
         raw.extend_from_slice(&4i32.to_be_bytes());
         raw.extend_from_slice(&7i32.to_be_bytes());
