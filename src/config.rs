@@ -984,7 +984,16 @@ fn parse_database_url(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("expected a postgres URL or key=value connection string, got \"\"".to_owned());
     }
-    let Err(e) = tokio_postgres::Config::from_str(s) else {
+    // libpq's TLS options (verify-full, sslrootcert) are ours to handle, not the driver's.
+    let (rest, tls) = crate::pool::tls::split(s)?;
+    if tls
+        .root_cert
+        .as_ref()
+        .is_some_and(|p| !std::path::Path::new(p).is_file())
+    {
+        return Err("sslrootcert names no readable file".to_owned());
+    }
+    let Err(e) = tokio_postgres::Config::from_str(&rest) else {
         return Ok(s.to_owned());
     };
     // The value is never echoed: a mistyped key (`pasword=...`) defeats any redaction.

@@ -242,6 +242,9 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// Days since 2000-01-01 of PostgreSQL's earliest date, 4714-11-24 BC (Julian day 0).
+const MIN_DATE_DAYS: i64 = -2_451_545;
+
 /// Days since 2000-01-01 → `YYYY-MM-DD` (`0044-03-15 BC` before year 1), or `infinity`/`-infinity`.
 ///
 /// Values outside Postgres's valid range (which the server never sends) are still formatted
@@ -261,10 +264,12 @@ pub fn date_to_string(days: i32) -> String {
     }
 }
 
-/// `YYYY-MM-DD` (AD, year ≥ 4 digits, up to 5874897-12-31), `infinity` or `-infinity` → days since 2000-01-01.
+/// `YYYY-MM-DD` (year ≥ 4 digits, up to 5874897-12-31), with ` BC` after it back to
+/// 4714-11-24 BC (as [`date_to_string`] writes them), `infinity` or `-infinity` → days since
+/// 2000-01-01.
 ///
 /// A deliberate subset of date_in: surrounding whitespace is trimmed and keywords are
-/// case-insensitive as in Postgres, but BC dates and other styles (`Jan 5 2024`, `epoch`) are rejected.
+/// case-insensitive as in Postgres, but other styles (`Jan 5 2024`, `epoch`) are rejected.
 pub fn date_from_str(s: &str) -> Result<i32, PgTextError> {
     let t = s.trim_matches(is_c_space);
     if t.eq_ignore_ascii_case("infinity") {
@@ -276,6 +281,10 @@ pub fn date_from_str(s: &str) -> Result<i32, PgTextError> {
     let syntax =
         || PgTextError::InvalidDate(format!("invalid input syntax for type date: \"{s}\""));
     let range = || PgTextError::InvalidDate(format!("date/time field value out of range: \"{s}\""));
+    let (t, bc) = match t.len().checked_sub(3).and_then(|i| t.split_at_checked(i)) {
+        Some((date, suffix)) if suffix.eq_ignore_ascii_case(" bc") => (date, true),
+        _ => (t, false),
+    };
     let mut parts = t.split('-');
     let (Some(ys), Some(ms), Some(ds), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -290,6 +299,11 @@ pub fn date_from_str(s: &str) -> Result<i32, PgTextError> {
         p.parse().map_err(|_| syntax())
     };
     let (y, m, d) = (num(ys, 4, 18)?, num(ms, 1, 2)?, num(ds, 1, 2)?);
+    if y < 1 {
+        return Err(range());
+    }
+    // Astronomical numbering: 1 BC is year 0, a leap year, as in the proleptic calendar.
+    let y = if bc { 1 - y } else { y };
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     let month_len = match m {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
@@ -298,15 +312,19 @@ pub fn date_from_str(s: &str) -> Result<i32, PgTextError> {
         2 => 28,
         _ => return Err(range()),
     };
-    if y < 1 || d < 1 || d > month_len {
+    if d < 1 || d > month_len {
         return Err(range());
     }
-    if y > MAX_DATE_YEAR {
-        return Err(PgTextError::InvalidDate(format!(
-            "date out of range: \"{s}\""
-        )));
+    let out_of_range = || PgTextError::InvalidDate(format!("date out of range: \"{s}\""));
+    if y > MAX_DATE_YEAR || y < -MAX_DATE_YEAR {
+        return Err(out_of_range());
     }
-    i32::try_from(days_from_civil(y, m, d) - PG_EPOCH_FROM_UNIX_DAYS).map_err(|_| range())
+    let days = days_from_civil(y, m, d) - PG_EPOCH_FROM_UNIX_DAYS;
+    // PostgreSQL's first day is Julian day 0, 4714-11-24 BC.
+    if days < MIN_DATE_DAYS {
+        return Err(out_of_range());
+    }
+    i32::try_from(days).map_err(|_| range())
 }
 
 /// Appends `HH:MM:SS[.ffffff]`, trimming trailing fraction zeros like Postgres's AppendSeconds.
@@ -732,7 +750,7 @@ mod tests {
         for r in rows(DATES) {
             let days = i32::from_be_bytes(unhex(r[0]).try_into().unwrap());
             assert_eq!(date_to_string(days), r[1]);
-            if !r[1].ends_with("BC") {
+            if !r[1].ends_with("infinity") {
                 assert_eq!(date_from_str(r[1]).unwrap(), days, "{}", r[1]);
             }
         }
@@ -740,10 +758,12 @@ mod tests {
             (" 2024-1-5 ", 8770),
             ("INFINITY", i32::MAX),
             ("005874897-12-31", 2_145_031_948),
+            // 1 BC is a leap year (astronomical year 0).
+            ("0001-02-29 bc", -730_426),
         ] {
             assert_eq!(date_from_str(text).unwrap(), days, "{text}");
         }
-        let bad = "2023-02-29|2024-02-30|2024-13-01|2024-00-10|2024-01-00|0000-01-01|99-01-01|2024-01-05x|5874898-01-01|+infinity|2024-01-05 BC||2024-01|1-2-3-4|99999999999999999999-01-01|-2024-01-01";
+        let bad = "2023-02-29|2024-02-30|2024-13-01|2024-00-10|2024-01-00|0000-01-01|99-01-01|2024-01-05x|5874898-01-01|+infinity|4714-11-23 BC|0002-02-29 BC|0000-01-01 BC|2024-01-05 AD||2024-01|1-2-3-4|99999999999999999999-01-01|-2024-01-01";
         for b in bad.split('|') {
             assert!(
                 matches!(date_from_str(b), Err(PgTextError::InvalidDate(_))),

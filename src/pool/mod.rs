@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 mod conn;
+pub mod tls;
 
 pub use conn::Conn;
 
@@ -22,7 +23,7 @@ use conn::ConnManager;
 type DeadPool = DeadPoolOf<ConnManager>;
 /// A connection checked out of a pool; back to the pool when dropped.
 pub type Object = DeadObject<ConnManager>;
-use tokio_postgres::NoTls;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::{Config, PoolConfig};
 use crate::proto::{PoolStats, Priority};
@@ -118,6 +119,7 @@ pub struct Pool {
     min_idle: u32,
     max_waiting: usize,
     counters: Arc<Counters>,
+    tls: MakeRustlsConnect,
 }
 
 /// A connection lent to one request; it goes back to its pool when dropped.
@@ -128,6 +130,8 @@ pub struct Lease {
     pub pool: &'static str,
     /// Time spent waiting for it.
     pub queue_time: Duration,
+    /// How to reach the server for a CancelRequest (the same TLS as the connection).
+    pub tls: MakeRustlsConnect,
 }
 
 impl Pool {
@@ -137,7 +141,7 @@ impl Pool {
         config: &Config,
         cache_stats: &Arc<CacheStats>,
     ) -> Result<Self, PoolError> {
-        let pg =
+        let (pg, tls) =
             session_config(&pool.database_url, config).map_err(|message| PoolError::Config {
                 pool: name,
                 message,
@@ -145,7 +149,7 @@ impl Pool {
         // Validation is ours (ConnManager::recycle), so deadpool-postgres only connects.
         let recycling_method = RecyclingMethod::Fast;
         let manager = ConnManager::new(
-            Manager::from_config(pg, NoTls, ManagerConfig { recycling_method }),
+            Manager::from_config(pg, tls.clone(), ManagerConfig { recycling_method }),
             config.connection_validation,
             config.statement_cache_size,
             cache_stats.clone(),
@@ -181,6 +185,7 @@ impl Pool {
             min_idle: pool.min_idle,
             max_waiting: config.pool_max_waiting as usize,
             counters,
+            tls,
         })
     }
 
@@ -295,6 +300,7 @@ impl Pool {
             conn,
             pool,
             queue_time,
+            tls: self.tls.clone(),
         })
     }
 
@@ -395,8 +401,13 @@ fn jittered(lifetime: Duration, created: Instant) -> Duration {
 
 /// The connection settings every pooled session starts with. Set in the startup packet, so
 /// they cost no round trip and `RESET ALL` returns to them.
-fn session_config(url: &str, config: &Config) -> Result<tokio_postgres::Config, String> {
-    let mut pg = tokio_postgres::Config::from_str(url).map_err(|e| e.to_string())?;
+fn session_config(
+    url: &str,
+    config: &Config,
+) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+    let (url, tls) = tls::split(url)?;
+    let mut pg = tokio_postgres::Config::from_str(&url).map_err(|e| e.to_string())?;
+    pg.ssl_mode(tls.driver_mode());
     if pg.get_application_name().is_none() {
         pg.application_name("pgsidecar");
     }
@@ -423,7 +434,7 @@ fn session_config(url: &str, config: &Config) -> Result<tokio_postgres::Config, 
     pg.connect_timeout(config.connection_timeout);
     pg.keepalives(true);
     pg.keepalives_idle(Duration::from_secs(30));
-    Ok(pg)
+    Ok((pg, tls.connector()?))
 }
 
 /// Both pools and the rule that routes a request to one of them.

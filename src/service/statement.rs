@@ -10,7 +10,6 @@ use std::sync::Arc;
 use deadpool_postgres::ClientWrapper;
 use futures_util::{TryStreamExt, future::join_all, pin_mut};
 use prost::Message;
-use tokio_postgres::NoTls;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
 use super::{command_tag, session};
@@ -367,7 +366,13 @@ impl InFlight {
             crate::telemetry::record_cancel();
             // Made only when needed: building a cancel token copies connection settings.
             let token = self.client().cancel_token();
-            tokio::spawn(async move { token.cancel_query(NoTls).await });
+            let tls = self
+                .lease
+                .as_ref()
+                .expect("lease held until finish")
+                .tls
+                .clone();
+            tokio::spawn(async move { token.cancel_query(tls).await });
         }
     }
 
@@ -420,10 +425,11 @@ impl Drop for InFlight {
         if let Some(lease) = self.lease.take() {
             let token = lease.conn.cancel_token();
             let already = self.cancel_sent.load(Ordering::Relaxed);
+            let tls = lease.tls.clone();
             tokio::spawn(async move {
                 if !already {
                     crate::telemetry::record_cancel();
-                    let _ = token.cancel_query(NoTls).await;
+                    let _ = token.cancel_query(tls).await;
                 }
                 drop(Object::take(lease.conn));
             });

@@ -1,0 +1,302 @@
+//! TLS to PostgreSQL: libpq's `sslmode` and `sslrootcert`, read from the connection string
+//! and carried out with rustls (managed PostgreSQL requires TLS, usually verified).
+//!
+//! tokio-postgres itself knows only `disable`, `prefer` and `require`, and never verifies a
+//! certificate; so `verify-ca`, `verify-full` and `sslrootcert` are taken out of the string
+//! here, the mode tokio-postgres sees becomes `require`, and the rustls connector does the
+//! verifying. As in libpq: `prefer` (the default) and `require` encrypt without checking the
+//! certificate, unless `sslrootcert` is given, which makes `require` act as `verify-ca`.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientConfig, WebPkiServerVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How a connection uses TLS, as libpq's `sslmode` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    /// Never.
+    Disable,
+    /// If the server offers it, unverified (libpq's default).
+    Prefer,
+    /// Always, unverified.
+    Require,
+    /// Always, the certificate chain checked against the root certificates.
+    VerifyCa,
+    /// Always, the chain checked and the host name matched against the certificate.
+    VerifyFull,
+}
+
+/// The TLS settings of one connection string.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgTls {
+    /// The mode.
+    pub mode: SslMode,
+    /// PEM file of the root certificates to trust; `None` = the platform's store.
+    pub root_cert: Option<String>,
+}
+
+/// The connection string without the options tokio-postgres refuses, and the TLS settings
+/// they held. Works on both forms: `postgres://...?sslmode=verify-full` and
+/// `host=... sslmode=verify-full` (key=value values with spaces must not be TLS options).
+pub fn split(conn: &str) -> Result<(String, PgTls), String> {
+    let mut tls = PgTls {
+        mode: SslMode::Prefer,
+        root_cert: None,
+    };
+    let mut taken_any = false;
+    let mut take = |key: &str, value: &str| -> Result<bool, String> {
+        match key {
+            "sslmode" => {
+                tls.mode = match value {
+                    "disable" | "allow" => SslMode::Disable,
+                    "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(format!(
+                            "sslmode must be disable, prefer, require, verify-ca or verify-full, got {other:?}"
+                        ));
+                    }
+                };
+                taken_any = true;
+                Ok(true)
+            }
+            "sslrootcert" => {
+                tls.root_cert = Some(value.to_owned()).filter(|v| v != "system");
+                taken_any = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    };
+    let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
+        let mut url = url::Url::parse(conn).map_err(|e| format!("not a valid URL: {e}"))?;
+        let mut kept = Vec::new();
+        for (k, v) in url.query_pairs() {
+            if !take(&k, &v)? {
+                kept.push((k.into_owned(), v.into_owned()));
+            }
+        }
+        if kept.is_empty() {
+            url.set_query(None);
+        } else {
+            url.query_pairs_mut().clear().extend_pairs(kept);
+        }
+        url.to_string()
+    } else {
+        let mut kept = Vec::new();
+        for word in conn.split_whitespace() {
+            let taken = match word.split_once('=') {
+                Some((k, v)) => take(k.trim(), v.trim_matches('\''))?,
+                None => false,
+            };
+            if !taken {
+                kept.push(word);
+            }
+        }
+        kept.join(" ")
+    };
+    // Untouched strings pass through byte for byte.
+    let rest = if taken_any { rest } else { conn.to_owned() };
+    // libpq: a root certificate given with require means verify-ca.
+    if tls.mode == SslMode::Require && tls.root_cert.is_some() {
+        tls.mode = SslMode::VerifyCa;
+    }
+    Ok((rest, tls))
+}
+
+impl PgTls {
+    /// The sslmode tokio-postgres must use: TLS is mandatory for every mode that verifies.
+    pub fn driver_mode(&self) -> tokio_postgres::config::SslMode {
+        use tokio_postgres::config::SslMode as Driver;
+        match self.mode {
+            SslMode::Disable => Driver::Disable,
+            SslMode::Prefer => Driver::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Driver::Require,
+        }
+    }
+
+    /// The connector for these settings; reads the root certificates, if any.
+    pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?;
+        let config = match self.mode {
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Unverified(
+                    provider.signature_verification_algorithms,
+                )))
+                .with_no_client_auth(),
+            SslMode::VerifyCa | SslMode::VerifyFull => {
+                let roots = Arc::new(self.roots()?);
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                    .build()
+                    .map_err(|e| format!("root certificates: {e}"))?;
+                let verifier: Arc<dyn ServerCertVerifier> = if self.mode == SslMode::VerifyCa {
+                    Arc::new(ChainOnly(webpki))
+                } else {
+                    webpki
+                };
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(verifier)
+                    .with_no_client_auth()
+            }
+        };
+        Ok(MakeRustlsConnect::new(config))
+    }
+
+    fn roots(&self) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        match &self.root_cert {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("sslrootcert {path:?}: {e}"))?;
+                for cert in certs {
+                    let cert = cert.map_err(|e| format!("sslrootcert {path:?}: {e}"))?;
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("sslrootcert {path:?}: {e}"))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                for cert in found.certs {
+                    let _ = roots.add(cert);
+                }
+            }
+        }
+        if roots.is_empty() {
+            return Err("no root certificates to verify the server with (set sslrootcert)".into());
+        }
+        Ok(roots)
+    }
+}
+
+/// Encrypts without checking who answered, as libpq's `prefer` and `require` do. Signatures
+/// are still checked, so the handshake itself is sound.
+#[derive(Debug)]
+struct Unverified(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for Unverified {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// libpq's `verify-ca`: the chain must lead to a trusted root; the name is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        use rustls::{CertificateError, Error};
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn libpq_tls_options_are_taken_out_of_both_forms() {
+        let (rest, tls) = split(
+            "postgres://u:p@db:5432/app?sslmode=verify-full&sslrootcert=/ca.pem&application_name=x",
+        )
+        .unwrap();
+        assert_eq!(rest, "postgres://u:p@db:5432/app?application_name=x");
+        assert_eq!(tls.mode, SslMode::VerifyFull);
+        assert_eq!(tls.root_cert.as_deref(), Some("/ca.pem"));
+        let (rest, tls) = split("host=db user=u sslmode=require sslrootcert=/ca.pem").unwrap();
+        assert_eq!(rest, "host=db user=u");
+        assert_eq!(
+            tls.mode,
+            SslMode::VerifyCa,
+            "libpq: require + a root cert = verify-ca"
+        );
+        let (rest, tls) = split("postgres://db/app").unwrap();
+        assert_eq!(
+            (rest.as_str(), tls.mode),
+            ("postgres://db/app", SslMode::Prefer)
+        );
+        let (_, tls) = split("postgres://db/app?sslmode=disable").unwrap();
+        assert_eq!(tls.mode, SslMode::Disable);
+        assert!(split("postgres://db/app?sslmode=sometimes").is_err());
+    }
+}
