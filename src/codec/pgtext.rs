@@ -316,7 +316,7 @@ pub fn date_from_str(s: &str) -> Result<i32, PgTextError> {
         return Err(range());
     }
     let out_of_range = || PgTextError::InvalidDate(format!("date out of range: \"{s}\""));
-    if y > MAX_DATE_YEAR || y < -MAX_DATE_YEAR {
+    if !(-MAX_DATE_YEAR..=MAX_DATE_YEAR).contains(&y) {
         return Err(out_of_range());
     }
     let days = days_from_civil(y, m, d) - PG_EPOCH_FROM_UNIX_DAYS;
