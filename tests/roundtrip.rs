@@ -105,12 +105,16 @@ fn numeric_text() -> impl Strategy<Value = String> {
     let finite = finite.prop_map(|(neg, int, frac)| {
         let int = int.trim_start_matches('0');
         let int = if int.is_empty() { "0" } else { int };
-        let sign =
-            if neg && (int != "0" || frac.as_deref().is_some_and(|f| f.trim_matches('0') != "")) {
-                "-"
-            } else {
-                ""
-            };
+        let sign = if neg
+            && (int != "0"
+                || frac
+                    .as_deref()
+                    .is_some_and(|f| !f.trim_matches('0').is_empty()))
+        {
+            "-"
+        } else {
+            ""
+        };
         match frac {
             Some(f) => format!("{sign}{int}.{f}"),
             None => format!("{sign}{int}"),
