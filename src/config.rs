@@ -175,6 +175,19 @@ pub struct Config {
     pub read_only: bool,
     /// Accepted bearer tokens (from the tokens file and the tokens setting together).
     pub auth_tokens: Tokens,
+    /// TLS for gRPC clients: certificate chain and key files (PEM); `None` = plaintext.
+    pub tls: Option<ServerTls>,
+}
+
+/// The files that turn on TLS (and mTLS) for the gRPC listener.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// PEM certificate chain presented to clients.
+    pub cert: PathBuf,
+    /// PEM private key of the certificate.
+    pub key: PathBuf,
+    /// PEM CA bundle; when set, clients must present a certificate it signed (mTLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 /// Why configuration could not be loaded.
@@ -288,6 +301,7 @@ impl Config {
             worker_threads: 1,
             read_only: false,
             auth_tokens: Tokens::default(),
+            tls: None,
         }
     }
 }
@@ -520,9 +534,15 @@ impl Key {
         "File of accepted bearer tokens, one per line; none = no token needed");
     const AUTH_TOKENS: Key = Key::new("auth-tokens", "PGSIDECAR_AUTH_TOKENS", "TOKENS", "",
         "Accepted bearer tokens, comma-separated (prefer the file: flags show in ps)");
+    const TLS_CERT: Key = Key::new("tls-cert", "PGSIDECAR_TLS_CERT", "PATH", "",
+        "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
+    const TLS_KEY: Key = Key::new("tls-key", "PGSIDECAR_TLS_KEY", "PATH", "",
+        "PEM private key of --tls-cert");
+    const TLS_CLIENT_CA: Key = Key::new("tls-client-ca", "PGSIDECAR_TLS_CLIENT_CA", "PATH", "",
+        "PEM CA bundle: require client certificates it signed (mTLS)");
 
     /// Every setting, in `--help` order.
-    const ALL: [Key; 36] = [
+    const ALL: [Key; 39] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
@@ -533,7 +553,7 @@ impl Key {
         Key::HTTP_ADDR, Key::REFLECTION, Key::LOG_FORMAT, Key::LOG_LEVEL, Key::MAX_SQL_BYTES,
         Key::MAX_PARAMS, Key::MAX_MESSAGE_BYTES, Key::MAX_ROWS, Key::SHUTDOWN_GRACE,
         Key::WORKER_THREADS, Key::MAX_CONCURRENT_STREAMS, Key::READ_ONLY, Key::AUTH_TOKENS_FILE,
-        Key::AUTH_TOKENS,
+        Key::AUTH_TOKENS, Key::TLS_CERT, Key::TLS_KEY, Key::TLS_CLIENT_CA,
     ];
 }
 
@@ -846,6 +866,20 @@ impl Layers<'_> {
         self.set(&mut listed, Key::AUTH_TOKENS, |s| Ok(token_list(s.split(','))))?;
         tokens.extend(listed);
         c.auth_tokens = Tokens(tokens);
+        let (mut cert, mut key, mut client_ca) = (None, None, None);
+        self.set(&mut cert, Key::TLS_CERT, readable_file)?;
+        self.set(&mut key, Key::TLS_KEY, readable_file)?;
+        self.set(&mut client_ca, Key::TLS_CLIENT_CA, readable_file)?;
+        c.tls = match (cert, key) {
+            (Some(cert), Some(key)) => Some(ServerTls { cert, key, client_ca }),
+            (None, None) if client_ca.is_none() => None,
+            (None, None) => return Err(Key::TLS_CLIENT_CA.invalid(format!(
+                "expected {} and {} with it, got neither", Key::TLS_CERT.label(), Key::TLS_KEY.label()))),
+            (Some(_), None) => return Err(Key::TLS_KEY.invalid(format!(
+                "expected a key file with {}, got none", Key::TLS_CERT.label()))),
+            (None, Some(_)) => return Err(Key::TLS_CERT.invalid(format!(
+                "expected a certificate file with {}, got none", Key::TLS_KEY.label()))),
+        };
         Ok(c)
     }
 }
@@ -906,6 +940,15 @@ fn millis_or_none(s: &str) -> Result<Option<Duration>, String> {
             "expected milliseconds from 0 (none) to {MAX_MS}, got {s:?}"
         )),
     }
+}
+
+/// A file path that must name a readable file; empty means none.
+fn readable_file(s: &str) -> Result<Option<PathBuf>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    std::fs::File::open(s).map_err(|e| format!("cannot read {s:?}: {e}"))?;
+    Ok(Some(PathBuf::from(s)))
 }
 
 /// Tokens from a list of candidates: trimmed, blanks and `#` comments dropped.
@@ -1109,6 +1152,33 @@ mod tests {
         assert_eq!(c.worker_threads, 1);
         assert!(!c.read_only);
         assert!(c.auth_tokens.0.is_empty());
+        assert_eq!(c.tls, None);
+    }
+
+    #[test]
+    fn tls_needs_a_certificate_and_its_key_together() {
+        let dir = std::env::temp_dir();
+        let file = dir.join(format!("pgsidecar-tls-{}", std::process::id()));
+        std::fs::write(&file, "pem").unwrap();
+        let f = file.to_str().unwrap();
+        let c = load(
+            &["--tls-cert", f, "--tls-key", f, "--tls-client-ca", f],
+            &[],
+        )
+        .unwrap();
+        let tls = c.tls.expect("tls on");
+        assert_eq!(
+            (tls.cert.as_path(), tls.client_ca.as_deref()),
+            (file.as_path(), Some(file.as_path()))
+        );
+        let (setting, _) = invalid(load(&["--tls-cert", f], &[]));
+        assert_eq!(setting, "PGSIDECAR_TLS_KEY (--tls-key)");
+        let (setting, _) = invalid(load(&["--tls-client-ca", f], &[]));
+        assert_eq!(setting, "PGSIDECAR_TLS_CLIENT_CA (--tls-client-ca)");
+        std::fs::remove_file(&file).unwrap();
+        let (setting, message) = invalid(load(&["--tls-cert", f, "--tls-key", f], &[]));
+        assert_eq!(setting, "PGSIDECAR_TLS_CERT (--tls-cert)");
+        assert!(message.contains("cannot read"), "{message}");
     }
 
     #[test]
@@ -1310,6 +1380,7 @@ mod tests {
             worker_threads: 0,
             read_only: true,
             auth_tokens: Tokens(vec!["a-token".into(), "other".into()]),
+            tls: None,
         };
         assert_eq!(c, want);
     }
@@ -1358,6 +1429,9 @@ mod tests {
             "--read-only=yes",
             "--auth-tokens-file=",
             "--auth-tokens=t1",
+            "--tls-cert=",
+            "--tls-key=",
+            "--tls-client-ca=",
         ];
         let c = load(&args, &env).unwrap();
         assert_eq!(c.profile, Profile::Production);

@@ -12,11 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::auth::BearerAuth;
-use crate::config::Config;
+use crate::config::{Config, ServerTls};
 use crate::error::Error;
 use crate::health::Health;
 use crate::pool::{PoolError, Pools};
@@ -44,6 +44,14 @@ pub enum ServerError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A TLS file could not be read.
+    #[error("cannot read TLS file {path:?}: {source}")]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
@@ -115,7 +123,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     // Only DataAccess asks for a token: health must answer probes, and reflection describes
     // nothing but the public contract.
     let auth = BearerAuth::new(&config.auth_tokens);
-    warn_if_exposed(grpc_addr, auth.enabled());
+    warn_if_exposed(grpc_addr, config.tls.is_some(), auth.enabled());
     let data_access = InterceptedService::new(data_access, auth);
     let (reflection_v1, reflection_v1alpha) = if config.reflection {
         let v1 = tonic_reflection::server::Builder::configure()
@@ -160,7 +168,11 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         tokio::spawn(task);
     }
 
-    let grpc = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &config.tls {
+        builder = builder.tls_config(server_tls(tls)?)?;
+    }
+    let grpc = builder
         .tcp_nodelay(true)
         // No BDP pings: beside its app on loopback there is no bandwidth-delay product to
         // learn, and the pings cost a frame and a wakeup per burst (measured: c=32 select
@@ -237,11 +249,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
 }
 
 /// A listener beyond loopback serves whoever can reach it: say so when nothing guards it.
-fn warn_if_exposed(addr: SocketAddr, tokens: bool) {
-    if addr.ip().is_loopback() {
+fn warn_if_exposed(addr: SocketAddr, tls: bool, tokens: bool) {
+    if addr.ip().is_loopback() || (tls && tokens) {
         return;
     }
-    let mut missing = vec!["TLS"];
+    let mut missing = Vec::new();
+    if !tls {
+        missing.push("TLS (PGSIDECAR_TLS_CERT, PGSIDECAR_TLS_KEY)");
+    }
     if !tokens {
         missing.push("bearer tokens (PGSIDECAR_AUTH_TOKENS_FILE)");
     }
@@ -250,6 +265,22 @@ fn warn_if_exposed(addr: SocketAddr, tokens: bool) {
         missing = missing.join(", "),
         "gRPC listens beyond loopback without protection: anyone who can reach it can run SQL"
     );
+}
+
+/// The listener's TLS settings from the configured PEM files.
+fn server_tls(tls: &ServerTls) -> Result<ServerTlsConfig, ServerError> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| ServerError::Tls {
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+    let mut config = ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(read(ca)?));
+    }
+    Ok(config)
 }
 
 /// How long NOT_SERVING is out before the listeners stop: enough for the update to reach

@@ -25,17 +25,27 @@ fn free_port() -> u16 {
 impl TempCluster {
     /// initdb + start, with `max_connections` and durability off (it is thrown away).
     pub fn start(max_connections: u32) -> TempCluster {
-        Self::start_with(max_connections, "off")
+        Self::start_with(max_connections, "off", None)
+    }
+
+    /// As [`TempCluster::start`], serving TLS (as well as plain connections) with the given
+    /// PEM certificate and key.
+    pub fn start_tls(max_connections: u32, cert_pem: &str, key_pem: &str) -> TempCluster {
+        Self::start_with(max_connections, "off", Some((cert_pem, key_pem)))
     }
 
     /// As [`TempCluster::start`], but a commit is acknowledged only once its WAL is written,
     /// so an immediate stop (a crash) loses nothing a client was told had committed.
     /// (fsync stays off: the kernel, which keeps what was written, is not what crashes.)
     pub fn start_durable(max_connections: u32) -> TempCluster {
-        Self::start_with(max_connections, "on")
+        Self::start_with(max_connections, "on", None)
     }
 
-    fn start_with(max_connections: u32, synchronous_commit: &str) -> TempCluster {
+    fn start_with(
+        max_connections: u32,
+        synchronous_commit: &str,
+        tls: Option<(&str, &str)>,
+    ) -> TempCluster {
         let as_postgres = Command::new("id")
             .arg("-u")
             .output()
@@ -76,8 +86,28 @@ impl TempCluster {
             c.dir.display()
         );
         c.append_conf(&conf);
+        if let Some((cert, key)) = tls {
+            c.write_private("server.crt", cert);
+            c.write_private("server.key", key);
+            c.append_conf("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        }
         c.pg_ctl(&["start", "-w", "-t", "30"]);
         c
+    }
+
+    /// A file in the data directory readable only by the server's user, as PostgreSQL
+    /// demands of a private key.
+    fn write_private(&self, name: &str, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join("data").join(name);
+        std::fs::write(&path, text).expect("write server file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        if self.as_postgres {
+            let ok = Command::new("chown")
+                .args(["postgres:postgres", path.to_str().unwrap()])
+                .status();
+            assert!(ok.is_ok_and(|s| s.success()), "chown {name}");
+        }
     }
 
     fn data(&self) -> String {
