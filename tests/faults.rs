@@ -188,9 +188,7 @@ async fn every_pool_connection_killed_mid_load_then_all_served() {
     });
     let load: Vec<_> = load.collect();
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-                WHERE application_name = $1";
-    let killed: i64 = db.query_one(kill, &[&app]).await.expect("kill").get(0);
+    let killed = terminate_backends(&db, &app).await;
     assert!(killed >= 4, "killed {killed}");
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::Relaxed);
@@ -260,14 +258,8 @@ async fn a_stalled_network_path_fails_within_deadlines_and_recovers() {
             "failed with {code:?}"
         );
     }
-    let mut health = HealthClient::new(channel.clone());
-    let not_ready = eventually(Duration::from_secs(5), || {
-        let mut h = health.clone();
-        async move {
-            let service = "dataaccess.v1.DataAccess".to_owned();
-            let r = h.check(HealthCheckRequest { service }).await;
-            r.is_ok_and(|r| r.into_inner().status() == ServingStatus::NotServing)
-        }
+    let not_ready = eventually(Duration::from_secs(5), || async {
+        readiness(&channel).await == ServingStatus::NotServing
     })
     .await;
     assert!(
@@ -291,17 +283,11 @@ async fn a_stalled_network_path_fails_within_deadlines_and_recovers() {
         let r = query(&mut c, "SELECT $1::int", vec![int(i)]).await;
         assert_eq!(scalar(&r.expect("served after recovery")), &int(i));
     }
-    let ready = eventually(Duration::from_secs(5), || {
-        let mut h = health.clone();
-        async move {
-            let service = "dataaccess.v1.DataAccess".to_owned();
-            let r = h.check(HealthCheckRequest { service }).await;
-            r.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving)
-        }
+    let ready = eventually(Duration::from_secs(5), || async {
+        readiness(&channel).await == ServingStatus::Serving
     })
     .await;
     assert!(ready, "readiness SERVING again");
-    let _ = &mut health;
 }
 
 /// Peak resident memory of a process, from /proc (VmHWM), in KiB.

@@ -362,14 +362,7 @@ async fn killed_backends_are_replaced_without_client_errors() {
     })
     .await;
     assert!(warm);
-    let killed: i64 = db
-        .query_one(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
-            &[&app],
-        )
-        .await
-        .expect("terminate")
-        .get(0);
+    let killed = terminate_backends(&db, &app).await;
     assert!(killed >= 4, "killed {killed}");
     for i in 0..20 {
         let r = query(&mut c, "SELECT $1::int", vec![int(i)])

@@ -611,7 +611,10 @@ async fn a_connection_lost_during_commit_reports_an_unknown_outcome_with_the_txi
     let t = table(&db).await;
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     // Plaintext, so the proxy can see the COMMIT go by.
-    let url = format!("postgres://postgres@{}/postgres?sslmode=disable", proxy.addr);
+    let url = format!(
+        "postgres://postgres@{}/postgres?sslmode=disable",
+        proxy.addr
+    );
     let sidecar = Sidecar::start(&[
         "--database-url",
         &url,

@@ -429,3 +429,25 @@ pub async fn active_statements(db: &tokio_postgres::Client, marker: &str) -> i64
     .expect("pg_stat_activity")
     .get(0)
 }
+
+/// The readiness status (`dataaccess.v1.DataAccess`) the sidecar reports now; UNKNOWN when
+/// the check itself fails.
+pub async fn readiness(
+    channel: &Channel,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let service = "dataaccess.v1.DataAccess".to_owned();
+    match health.check(HealthCheckRequest { service }).await {
+        Ok(r) => r.into_inner().status(),
+        Err(_) => ServingStatus::Unknown,
+    }
+}
+
+/// Terminates every backend whose application_name is `app`; returns how many.
+pub async fn terminate_backends(db: &tokio_postgres::Client, app: &str) -> i64 {
+    let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                WHERE application_name = $1";
+    db.query_one(kill, &[&app]).await.expect("terminate").get(0)
+}
