@@ -1,24 +1,18 @@
 #!/usr/bin/env bash
 # Validates deploy/ offline: yamllint on every YAML file, and every Kubernetes manifest against
 # the Kubernetes schemas (kubernetes-validate, strict: unknown fields are errors). The tools
-# come from PyPI into target/deploy-venv. No Docker engine is needed or used.
+# come from PyPI (scripts/python-tools.sh). No Docker engine is needed or used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/python-tools.sh
 
-venv=target/deploy-venv
-if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/yamllint" ]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        'kubernetes-validate==1.*' 'yamllint==1.*'
-fi
-
-"$venv/bin/yamllint" --strict deploy .yamllint
+yamllint --strict deploy .yamllint buf.yaml
 
 # Kubernetes 1.29 is the first with native sidecars (restartPolicy: Always init containers).
 # PodMonitor is a Prometheus Operator CRD, for which the tool has no schema: it warns, and
 # yamllint above is all that checks it.
 for version in 1.29.0 1.33.0; do
-    "$venv/bin/kubernetes-validate" --strict --quiet -k "$version" deploy/kubernetes/*.yaml
+    kubernetes-validate --strict --quiet -k "$version" deploy/kubernetes/*.yaml
 done
 
 # What the compose file and the Dockerfile refer to must exist.
