@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Validates deploy/ offline: yamllint on every YAML file, and every Kubernetes manifest against
-# the Kubernetes schemas (kubernetes-validate, strict: unknown fields are errors). The tools
+# Validates deploy/ offline: yamllint on every YAML file, every Kubernetes manifest against the
+# Kubernetes schemas (kubernetes-validate, strict: unknown fields are errors), and the compose
+# file against the Compose specification's schema. The tools
 # come from PyPI (scripts/python-tools.sh). No Docker engine is needed or used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,17 @@ yamllint --strict deploy .yamllint buf.yaml
 for version in 1.29.0 1.33.0; do
     kubernetes-validate --strict --quiet -k "$version" deploy/kubernetes/*.yaml
 done
+
+# The compose file against the Compose specification's JSON schema (unknown keys are errors).
+python - "$tools_venv/compose_spec.json" deploy/docker-compose.yml <<'PY'
+import json, sys
+import jsonschema, yaml
+schema = json.load(open(sys.argv[1]))
+errors = list(jsonschema.Draft7Validator(schema).iter_errors(yaml.safe_load(open(sys.argv[2]))))
+for e in errors:
+    print(f"{sys.argv[2]}: {e.json_path}: {e.message}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PY
 
 # What the compose file and the Dockerfile refer to must exist.
 for path in deploy/Dockerfile deploy/compose/prometheus.yml deploy/compose/grafana-datasource.yml \
