@@ -36,6 +36,7 @@ export PGSIDECAR_TOKEN="$token"
 
 bash examples/python/generate.sh
 python examples/python/example.py "$addr" "${tables[0]}"
+python examples/python/hostile.py "$addr"
 
 (cd examples/node && npm ci --no-audit --no-fund --loglevel=error)
 node examples/node/example.js "$addr" "${tables[1]}"
