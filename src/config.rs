@@ -295,7 +295,7 @@ impl Config {
                 max_params: 65535,
                 max_message_bytes: 4_194_304,
                 max_rows: 10_000,
-                max_concurrent_streams: 200,
+                max_concurrent_streams: 1024,
             },
             shutdown_grace: Duration::from_millis(25_000),
             worker_threads: 1,
@@ -526,7 +526,7 @@ impl Key {
         "Time allowed to drain on shutdown, in ms");
     const WORKER_THREADS: Key = Key::new("worker-threads", "PGSIDECAR_WORKER_THREADS", "N", "1",
         "Runtime threads: 1 = one thread (least CPU per query), 0 = one per core");
-    const MAX_CONCURRENT_STREAMS: Key = Key::new("max-concurrent-streams", "PGSIDECAR_MAX_CONCURRENT_STREAMS", "N", "200",
+    const MAX_CONCURRENT_STREAMS: Key = Key::new("max-concurrent-streams", "PGSIDECAR_MAX_CONCURRENT_STREAMS", "N", "1024",
         "Most concurrent gRPC streams per client connection");
     const READ_ONLY: Key = Key::new("read-only", "PGSIDECAR_READ_ONLY", "BOOL", "false",
         "Make every session read-only; writes fail with PERMISSION_DENIED");
@@ -1145,7 +1145,7 @@ mod tests {
                 max_params: 65535,
                 max_message_bytes: 4_194_304,
                 max_rows: 10_000,
-                max_concurrent_streams: 200,
+                max_concurrent_streams: 1024,
             }
         );
         assert_eq!(c.shutdown_grace, MS(25_000));

@@ -165,7 +165,11 @@ async fn read_only_mode_refuses_writes_and_cannot_be_talked_out_of_it() {
 async fn streams_per_connection_are_limited() {
     let marker = unique("streamlimit");
     let sidecar = Sidecar::start(&["--max-concurrent-streams", "2", "--pool-max", "4"]);
-    let c = sidecar.client().await;
+    let mut c = sidecar.client().await;
+    // One call first, so the client has the server's SETTINGS (with the limit) before the
+    // burst; streams opened before that arrives are refused (REFUSED_STREAM: UNAVAILABLE,
+    // never processed, safe to retry), as HTTP/2 specifies.
+    query(&mut c, "SELECT 1", vec![]).await.expect("first call");
     let db = admin().await;
     let sql = format!("SELECT pg_sleep(0.4)::text AS {marker}");
     let calls = (0..6).map(|_| {
