@@ -228,6 +228,9 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             (g, h)
         })
         .await;
+        // Statements stopped at the end of the grace period must hear their CancelRequest
+        // before the process exits, or PostgreSQL runs them on, orphaned.
+        crate::service::cancels_delivered(std::time::Duration::from_secs(1)).await;
         pools.close();
         match drained {
             Ok((g, h)) => {

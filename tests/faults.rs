@@ -400,6 +400,25 @@ async fn graceful_shutdown_under_load_flips_health_drains_and_rolls_back() {
     let insert = format!("INSERT INTO {table} VALUES ('uncommitted')");
     tx.execute("1", &insert, vec![]).await;
     tx.result().await;
+    // A streaming query that would outlive the grace period (pool of 4: it and the Query
+    // below start before the load takes the other connections).
+    let long_stream = {
+        let mut c = DataAccessClient::new(channel.clone());
+        tokio::spawn(async move {
+            let req = request("SELECT pg_sleep(30)::text AS shutdown_stream_probe", vec![]);
+            let mut stream = c.stream_query(req).await?.into_inner();
+            while stream.message().await?.is_some() {}
+            Ok::<(), tonic::Status>(())
+        })
+    };
+    // A Query that would outlive the grace period too.
+    let long_query = {
+        let mut c = DataAccessClient::new(channel.clone());
+        tokio::spawn(async move {
+            let sql = "SELECT pg_sleep(30)::text AS shutdown_query_probe";
+            timed(&mut c, sql, vec![], Duration::from_secs(60)).await.0
+        })
+    };
     // Query load: workers calling back to back until the server stops answering.
     let load = (0..4).map(|_| {
         let mut c = DataAccessClient::new(channel.clone());
@@ -434,10 +453,38 @@ async fn graceful_shutdown_under_load_flips_health_drains_and_rolls_back() {
         .await
         .expect("watch task")
         .expect("NOT_SERVING seen");
+    // The streaming query was ended by the server with a reason, not cut off.
+    let ended = long_stream
+        .await
+        .expect("stream task")
+        .expect_err("stream ended");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert_eq!(error_info(&ended).0, "SHUTTING_DOWN");
+    let stopped = eventually(Duration::from_secs(3), || async {
+        active_statements(&db, "shutdown_stream_probe").await == 0
+    })
+    .await;
+    assert!(stopped, "the streaming statement was stopped in PostgreSQL");
+    let ended = long_query
+        .await
+        .expect("query task")
+        .expect_err("query ended");
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert_eq!(error_info(&ended).0, "SHUTTING_DOWN");
+    let stopped = eventually(Duration::from_secs(3), || async {
+        active_statements(&db, "shutdown_query_probe").await == 0
+    })
+    .await;
+    assert!(stopped, "the long Query was stopped in PostgreSQL");
     // The transaction was ended by the server, with a reason, and rolled back.
     let ended = tx.next().await;
-    let code = ended.expect_err("the transaction was ended").code();
-    assert_eq!(code, Code::Unavailable, "transaction ended with {code:?}");
+    let ended = ended.expect_err("the transaction was ended");
+    assert_eq!(
+        ended.code(),
+        Code::Unavailable,
+        "transaction ended with {ended:?}"
+    );
+    assert_eq!(error_info(&ended).0, "SHUTTING_DOWN");
     let rows: i64 = db
         .query_one(&format!("SELECT count(*) FROM {table}"), &[])
         .await

@@ -72,9 +72,11 @@ pub enum Error {
     /// The call carried no bearer token, or one that is not accepted.
     #[error("{0}")]
     Unauthenticated(&'static str),
-    /// The sidecar is shutting down: the grace period is nearly over and the transaction was
-    /// rolled back.
-    #[error("the sidecar is shutting down; the transaction was rolled back")]
+    /// The sidecar is shutting down and its grace period is nearly over: a stream still open
+    /// was ended (a transaction rolled back, a streaming query cancelled).
+    #[error(
+        "the sidecar is shutting down: the stream was ended (an open transaction is rolled back)"
+    )]
     ShuttingDown,
     /// The connection was lost while COMMIT was in flight: it may or may not have committed.
     #[error(

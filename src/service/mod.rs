@@ -26,6 +26,7 @@ use crate::proto::{
 };
 
 pub use command_tag::TagShape;
+pub use statement::cancels_delivered;
 
 /// The checks and classifications a request's text goes through before any SQL reaches
 /// PostgreSQL, public for the fuzz targets in `fuzz/`: none may panic on any input.

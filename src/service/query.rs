@@ -182,27 +182,35 @@ async fn attempt(
     let result = {
         let fut = statement::run(inflight.client(), spec, &state.config.limits);
         tokio::pin!(fut);
-        match budget.stop_at {
-            None => fut.await,
-            Some(stop_at) => match timeout_at(stop_at.into(), &mut fut).await {
-                Ok(result) => result,
-                Err(_) => {
-                    // Out of time: cancel in PostgreSQL, then give it until the client's
-                    // deadline (or a second) to confirm, so the error can carry its answer.
-                    inflight.cancel();
-                    let confirm_by = budget
-                        .confirm_by
-                        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
-                    let cause = match timeout_at(confirm_by.into(), &mut fut).await {
-                        Ok(Err(Failed {
-                            error: Error::Postgres(e),
-                            ..
-                        })) if e.as_db_error().is_some() => Some(e),
-                        _ => None,
-                    };
-                    Err(Error::DeadlineExceeded { cause }.into())
-                }
-            },
+        let out_of_time = async {
+            match budget.stop_at {
+                Some(stop_at) => tokio::time::sleep_until(stop_at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = &mut fut => result,
+            _ = out_of_time => {
+                // Out of time: cancel in PostgreSQL, then give it until the client's
+                // deadline (or a second) to confirm, so the error can carry its answer.
+                inflight.cancel();
+                let confirm_by = budget
+                    .confirm_by
+                    .unwrap_or_else(|| Instant::now() + Duration::from_secs(1));
+                let cause = match timeout_at(confirm_by.into(), &mut fut).await {
+                    Ok(Err(Failed {
+                        error: Error::Postgres(e),
+                        ..
+                    })) if e.as_db_error().is_some() => Some(e),
+                    _ => None,
+                };
+                Err(Error::DeadlineExceeded { cause }.into())
+            }
+            // Shutdown's grace is nearly over: stop the statement rather than orphan it.
+            _ = state.stopping() => {
+                inflight.cancel();
+                Err(Error::ShuttingDown.into())
+            }
         }
     };
     match &result {

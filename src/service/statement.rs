@@ -372,7 +372,9 @@ impl InFlight {
                 .expect("lease held until finish")
                 .tls
                 .clone();
-            tokio::spawn(async move { token.cancel_query(tls).await });
+            spawn_cancel(async move {
+                let _ = token.cancel_query(tls).await;
+            });
         }
     }
 
@@ -420,13 +422,34 @@ impl InFlight {
     }
 }
 
+/// CancelRequests on their way. Shutdown waits for them, so that no statement is left
+/// running in PostgreSQL, orphaned, after the process exits.
+static CANCELS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs `cancel` in a task of its own, counted while it runs.
+fn spawn_cancel(cancel: impl Future<Output = ()> + Send + 'static) {
+    CANCELS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+    tokio::spawn(async move {
+        cancel.await;
+        CANCELS_IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    });
+}
+
+/// Waits until every CancelRequest sent so far has been delivered, or `limit` has passed.
+pub async fn cancels_delivered(limit: Duration) {
+    let end = Instant::now() + limit;
+    while CANCELS_IN_FLIGHT.load(Ordering::Relaxed) > 0 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
             let token = lease.conn.cancel_token();
             let already = self.cancel_sent.load(Ordering::Relaxed);
             let tls = lease.tls.clone();
-            tokio::spawn(async move {
+            spawn_cancel(async move {
                 if !already {
                     crate::telemetry::record_cancel();
                     let _ = token.cancel_query(tls).await;

@@ -108,6 +108,11 @@ async fn run(
             inflight.cancel();
             Err(Error::DeadlineExceeded { cause: None })
         }
+        // Shutdown's grace is nearly over: stop the statement and say why.
+        _ = state.stopping() => {
+            inflight.cancel();
+            Err(Error::ShuttingDown)
+        }
     };
     match result {
         Ok((last, changes_session)) => {
