@@ -126,32 +126,30 @@ impl PgTls {
     /// The connector for these settings; reads the root certificates, if any.
     pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let config = match self.mode {
-            SslMode::Disable | SslMode::Prefer | SslMode::Require => builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Unverified(
-                    provider.signature_verification_algorithms,
-                )))
-                .with_no_client_auth(),
+        let check = match self.mode {
+            SslMode::Disable | SslMode::Prefer | SslMode::Require => Check::Nothing,
             SslMode::VerifyCa | SslMode::VerifyFull => {
                 let roots = Arc::new(self.roots()?);
-                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider)
+                let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
                     .build()
                     .map_err(|e| format!("root certificates: {e}"))?;
-                let verifier: Arc<dyn ServerCertVerifier> = if self.mode == SslMode::VerifyCa {
-                    Arc::new(ChainOnly(webpki))
+                if self.mode == SslMode::VerifyCa {
+                    Check::Chain(webpki)
                 } else {
-                    webpki
-                };
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(verifier)
-                    .with_no_client_auth()
+                    Check::ChainAndName(webpki)
+                }
             }
         };
+        let verifier = Verifier {
+            check,
+            algorithms: provider.signature_verification_algorithms,
+        };
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
         Ok(MakeRustlsConnect::new(config))
     }
 
@@ -182,51 +180,26 @@ impl PgTls {
     }
 }
 
-/// Encrypts without checking who answered, as libpq's `prefer` and `require` do. Signatures
-/// are still checked, so the handshake itself is sound.
+/// What is checked of the server's certificate.
 #[derive(Debug)]
-struct Unverified(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
+enum Check {
+    /// Nothing: libpq's `prefer` and `require` encrypt without checking who answered.
+    Nothing,
+    /// libpq's `verify-ca`: the chain must lead to a trusted root; the name is not checked.
+    Chain(Arc<WebPkiServerVerifier>),
+    /// libpq's `verify-full`: the chain, and the host name or address against it.
+    ChainAndName(Arc<WebPkiServerVerifier>),
 }
 
-/// libpq's `verify-ca`: the chain must lead to a trusted root; the name is not checked.
+/// The server certificate verifier for every sslmode. Handshake signatures are always
+/// checked, so even an unverified connection's handshake is sound.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Verifier {
+    check: Check,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -236,13 +209,15 @@ impl ServerCertVerifier for ChainOnly {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         use rustls::{CertificateError, Error};
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let (webpki, name_matters) = match &self.check {
+            Check::Nothing => return Ok(ServerCertVerified::assertion()),
+            Check::Chain(webpki) => (webpki, false),
+            Check::ChainAndName(webpki) => (webpki, true),
+        };
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !name_matters => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -253,7 +228,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -262,11 +237,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
