@@ -158,19 +158,7 @@ async fn acknowledged_writes_survive_a_postgres_restart_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_pool_connection_killed_mid_load_then_all_served() {
-    // An application_name of its own, so the kill reaches only this sidecar's connections.
-    let app = unique("killall");
-    let url = format!("{}?application_name={app}", database_url());
-    let sidecar = Sidecar::start(&[
-        "--database-url",
-        &url,
-        "--pool-max",
-        "4",
-        "--pool-min",
-        "4",
-        "--failover-pool-min",
-        "0",
-    ]);
+    let (sidecar, app) = Sidecar::start_tagged("killall", 4);
     let channel = channel(sidecar.grpc).await;
     let db = admin().await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -454,28 +442,19 @@ async fn graceful_shutdown_under_load_flips_health_drains_and_rolls_back() {
         .expect("watch task")
         .expect("NOT_SERVING seen");
     // The streaming query was ended by the server with a reason, not cut off.
-    let ended = long_stream
-        .await
-        .expect("stream task")
-        .expect_err("stream ended");
-    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
-    assert_eq!(error_info(&ended).0, "SHUTTING_DOWN");
-    let stopped = eventually(Duration::from_secs(3), || async {
-        active_statements(&db, "shutdown_stream_probe").await == 0
-    })
-    .await;
-    assert!(stopped, "the streaming statement was stopped in PostgreSQL");
-    let ended = long_query
-        .await
-        .expect("query task")
-        .expect_err("query ended");
-    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
-    assert_eq!(error_info(&ended).0, "SHUTTING_DOWN");
-    let stopped = eventually(Duration::from_secs(3), || async {
-        active_statements(&db, "shutdown_query_probe").await == 0
-    })
-    .await;
-    assert!(stopped, "the long Query was stopped in PostgreSQL");
+    for (call, marker) in [
+        (long_stream, "shutdown_stream_probe"),
+        (long_query, "shutdown_query_probe"),
+    ] {
+        let ended = call.await.expect("call task").expect_err("call ended");
+        assert_eq!(ended.code(), Code::Unavailable, "{marker}: {ended:?}");
+        assert_eq!(error_info(&ended).0, "SHUTTING_DOWN", "{marker}");
+        let stopped = eventually(Duration::from_secs(3), || async {
+            active_statements(&db, marker).await == 0
+        })
+        .await;
+        assert!(stopped, "{marker}: the statement was stopped in PostgreSQL");
+    }
     // The transaction was ended by the server, with a reason, and rolled back.
     let ended = tx.next().await;
     let ended = ended.expect_err("the transaction was ended");

@@ -14,9 +14,7 @@ use support::cluster::TempCluster;
 use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
-use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// `n` clients on separate HTTP/2 connections, so many streams are really concurrent.
 async fn clients(sidecar: &Sidecar, n: usize) -> Vec<DataAccessClient<Channel>> {
@@ -341,19 +339,7 @@ async fn session_state_does_not_leak_to_the_next_request() {
 
 #[tokio::test]
 async fn killed_backends_are_replaced_without_client_errors() {
-    // An application_name of its own, so the kill reaches only this sidecar's connections.
-    let app = unique("killtest");
-    let url = format!("{}?application_name={app}", database_url());
-    let sidecar = Sidecar::start(&[
-        "--database-url",
-        &url,
-        "--pool-max",
-        "4",
-        "--pool-min",
-        "4",
-        "--failover-pool-min",
-        "0",
-    ]);
+    let (sidecar, app) = Sidecar::start_tagged("killtest", 4);
     let mut c = sidecar.client().await;
     let db = admin().await;
     let warm = eventually(Duration::from_secs(5), || {
@@ -395,18 +381,10 @@ async fn a_postgres_restart_under_load_needs_no_sidecar_restart() {
         .connect()
         .await
         .expect("connect");
-    let mut health = HealthClient::new(channel.clone());
-    let readiness = |mut h: HealthClient<Channel>| async move {
-        h.check(HealthCheckRequest {
-            service: "dataaccess.v1.DataAccess".into(),
-        })
-        .await
-        .map(|r| r.into_inner().status())
-        .unwrap_or(ServingStatus::Unknown)
-    };
     assert!(
-        eventually(Duration::from_secs(5), || readiness(health.clone())
-            .map_ready(ServingStatus::Serving))
+        eventually(Duration::from_secs(5), || async {
+            readiness(&channel).await == ServingStatus::Serving
+        })
         .await
     );
 
@@ -437,14 +415,14 @@ async fn a_postgres_restart_under_load_needs_no_sidecar_restart() {
     cluster.stop();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        readiness(health.clone()).await,
+        readiness(&channel).await,
         ServingStatus::NotServing,
         "readiness follows the database down"
     );
     cluster.start_again();
     let back = Instant::now();
-    let ready = eventually(Duration::from_secs(2), || {
-        readiness(health.clone()).map_ready(ServingStatus::Serving)
+    let ready = eventually(Duration::from_secs(2), || async {
+        readiness(&channel).await == ServingStatus::Serving
     })
     .await;
     assert!(ready, "readiness SERVING within 2 s of PostgreSQL's return");
@@ -479,16 +457,4 @@ async fn a_postgres_restart_under_load_needs_no_sidecar_restart() {
     );
     let last = outcomes.last().expect("outcomes");
     assert!(last.1.is_ok(), "the latest request succeeded");
-    let _ = &mut health;
-}
-
-/// Lets a readiness future be used as an `eventually` check.
-trait MapReady {
-    fn map_ready(self, want: ServingStatus) -> impl std::future::Future<Output = bool>;
-}
-
-impl<F: std::future::Future<Output = ServingStatus>> MapReady for F {
-    async fn map_ready(self, want: ServingStatus) -> bool {
-        self.await == want
-    }
 }

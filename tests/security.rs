@@ -14,27 +14,6 @@ use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-/// A tokens file in the temp dir, removed on drop.
-struct TokensFile(std::path::PathBuf);
-
-impl TokensFile {
-    fn new(text: &str) -> TokensFile {
-        let path = std::env::temp_dir().join(unique("pgsidecar-tokens"));
-        std::fs::write(&path, text).expect("write tokens");
-        TokensFile(path)
-    }
-
-    fn path(&self) -> &str {
-        self.0.to_str().expect("utf-8 path")
-    }
-}
-
-impl Drop for TokensFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn with_token(sql: &str, token: Option<&str>) -> tonic::Request<pgsidecar::proto::QueryRequest> {
     let mut req = tonic::Request::new(request(sql, vec![]));
     if let Some(t) = token {
@@ -46,8 +25,9 @@ fn with_token(sql: &str, token: Option<&str>) -> tonic::Request<pgsidecar::proto
 
 #[tokio::test]
 async fn data_access_needs_a_token_and_health_does_not() {
-    let tokens = TokensFile::new("# current, then the one being retired\nt0ken-new\nt0ken-old\n");
-    let sidecar = Sidecar::start(&["--auth-tokens-file", tokens.path()]);
+    let files = TempFiles::new();
+    let tokens = "# current, then the one being retired\nt0ken-new\nt0ken-old\n";
+    let sidecar = Sidecar::start(&["--auth-tokens-file", &files.write("tokens", tokens)]);
     let mut c = sidecar.client().await;
     for token in ["t0ken-new", "t0ken-old"] {
         let r = c.query(with_token("SELECT 1::int", Some(token))).await;

@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use rcgen::{
@@ -45,29 +44,6 @@ impl Ca {
     }
 }
 
-/// PEM files in a temp dir, removed on drop.
-struct Files(PathBuf);
-
-impl Files {
-    fn new() -> Files {
-        let dir = std::env::temp_dir().join(unique("pgsidecar-tls"));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        Files(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write");
-        path.to_str().expect("utf-8").to_owned()
-    }
-}
-
-impl Drop for Files {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A Query over a TLS channel; the error, if any, is reduced to its code.
 async fn tls_query(
     addr: std::net::SocketAddr,
@@ -91,7 +67,7 @@ async fn grpc_clients_connect_over_tls_and_mtls() {
         Ca::new("client CA"),
         Ca::new("other CA"),
     );
-    let files = Files::new();
+    let files = TempFiles::new();
     let (cert, key) = server_ca.issue(&["localhost", "127.0.0.1"]);
     let (cert, key) = (
         files.write("server.crt", &cert),
@@ -171,7 +147,7 @@ async fn postgres_connections_use_tls_as_sslmode_says() {
     let (ca, stranger_ca) = (Ca::new("db CA"), Ca::new("other CA"));
     let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
     let cluster = TempCluster::start_tls(40, &cert, &key);
-    let files = Files::new();
+    let files = TempFiles::new();
     let root = files.write("root.crt", &ca.pem());
     let wrong_root = files.write("wrong.crt", &stranger_ca.pem());
     let base = cluster.url();

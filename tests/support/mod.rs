@@ -110,6 +110,26 @@ impl Sidecar {
         }
     }
 
+    /// Starts one with a pool of `pool` connections, all open from the start, under an
+    /// application_name of its own (returned), so that `terminate_backends` reaches only
+    /// this sidecar's connections.
+    pub fn start_tagged(prefix: &str, pool: u32) -> (Sidecar, String) {
+        let app = unique(prefix);
+        let url = format!("{}?application_name={app}", database_url());
+        let pool = pool.to_string();
+        let sidecar = Sidecar::start(&[
+            "--database-url",
+            &url,
+            "--pool-max",
+            &pool,
+            "--pool-min",
+            &pool,
+            "--failover-pool-min",
+            "0",
+        ]);
+        (sidecar, app)
+    }
+
     /// A generated client connected over TCP.
     pub async fn client(&self) -> DataAccessClient<Channel> {
         let channel = Channel::from_shared(format!("http://{}", self.grpc))
@@ -450,4 +470,28 @@ pub async fn terminate_backends(db: &tokio_postgres::Client, app: &str) -> i64 {
     let kill = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
                 WHERE application_name = $1";
     db.query_one(kill, &[&app]).await.expect("terminate").get(0)
+}
+
+/// Files in a temp dir of their own (certificates, token lists), removed on drop.
+pub struct TempFiles(std::path::PathBuf);
+
+impl TempFiles {
+    pub fn new() -> TempFiles {
+        let dir = std::env::temp_dir().join(unique("pgsidecar-files"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        TempFiles(dir)
+    }
+
+    /// Writes `name` with `text`; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write");
+        path.to_str().expect("utf-8 path").to_owned()
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
