@@ -10,7 +10,6 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::pool::Pools;
-use crate::proto::Priority;
 
 /// The readiness service name: the full name of DataAccess.
 pub const READINESS_SERVICE: &str = "dataaccess.v1.DataAccess";
@@ -77,7 +76,8 @@ impl Health {
     }
 
     /// Probes PostgreSQL through the primary pool every `interval` until `stop` changes.
-    /// The probe borrows a pooled connection, so a warm pool costs no new connection.
+    /// Readiness follows reachability, not busyness: the probe borrows an idle connection
+    /// without queueing behind requests, and a pool lent out to its maximum is not down.
     pub async fn run_probe(
         self,
         pools: Pools,
@@ -100,12 +100,5 @@ impl Health {
 
 async fn probe(pools: &Pools, interval: Duration) -> bool {
     let deadline = std::time::Instant::now() + interval.max(Duration::from_millis(500));
-    let attempt = async {
-        let lease = pools.acquire(Priority::Normal, Some(deadline)).await.ok()?;
-        lease.conn.simple_query("").await.ok()
-    };
-    matches!(
-        tokio::time::timeout_at(deadline.into(), attempt).await,
-        Ok(Some(_))
-    )
+    pools.probe_primary(deadline).await
 }

@@ -1,16 +1,28 @@
 //! pgsidecar: a gRPC data-access sidecar that gives services in any language pooled, typed,
 //! prioritised access to PostgreSQL through the `dataaccess.v1.DataAccess` service.
+//!
+//! The modules follow a request's path, and each imports only from those listed before it:
+//! leaves (`proto`, `hash`, `time`, `config`, `conninfo`, `sql`, `codec`, `telemetry`,
+//! `error`) → `pool` → `exec` → `health`, `rpc` → `app`.
 #![forbid(unsafe_code)]
 
-pub mod analyze;
-pub mod auth;
+pub mod proto;
+
 pub mod codec;
 pub mod config;
+pub mod conninfo;
 pub mod error;
-pub mod health;
-pub mod pool;
-pub mod proto;
-pub mod server;
-pub mod service;
-pub mod statements;
+pub mod hash;
+pub mod sql;
 pub mod telemetry;
+pub mod time;
+
+pub mod pool;
+
+pub mod exec;
+
+pub mod health;
+pub mod rpc;
+
+pub mod analyze;
+pub mod app;

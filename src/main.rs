@@ -86,7 +86,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async {
-        let running = match pgsidecar::server::start(config).await {
+        let running = match pgsidecar::app::start(config).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start");

@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use pgsidecar::config::Limits;
-use pgsidecar::service::checks;
+use pgsidecar::rpc::checks;
 use pgsidecar::telemetry::report;
 use prost::Message;
 

@@ -13,7 +13,7 @@ use metrics::{
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::config::{Config, LogFormat};
-use crate::pool::Pools;
+use crate::proto::{PoolStats, StatementCacheStats};
 
 /// Metric names. Prometheus conventions: `pgsidecar_` prefix, base units, `_total` on
 /// counters; pool gauges follow pgbouncer-exporter's naming so dashboards feel familiar.
@@ -181,8 +181,8 @@ pub fn transaction_ended(outcome: &'static str) {
 
 /// Copies the live pool and cache figures into their gauges and counters; called at scrape
 /// time, so what is read is current.
-pub fn export_pools(pools: &Pools, reachable: bool) {
-    for p in pools.stats() {
+pub fn export_pools(pools: &[PoolStats], c: &StatementCacheStats, reachable: bool) {
+    for p in pools {
         let pool = p.name.clone();
         gauge!(names::POOL_MAX, "pool" => pool.clone()).set(p.max_connections);
         gauge!(names::POOL_TOTAL, "pool" => pool.clone()).set(p.total_connections);
@@ -193,7 +193,6 @@ pub fn export_pools(pools: &Pools, reachable: bool) {
         counter!(names::POOL_CREATED, "pool" => pool.clone()).absolute(p.connections_created);
         counter!(names::POOL_CHECKOUTS, "pool" => pool).absolute(p.checkouts);
     }
-    let c = pools.cache_stats().snapshot();
     counter!(names::CACHE_HITS).absolute(c.hits);
     counter!(names::CACHE_MISSES).absolute(c.misses);
     counter!(names::CACHE_EVICTIONS).absolute(c.evictions);

@@ -12,13 +12,12 @@ use futures_util::{TryStreamExt, future::join_all, pin_mut};
 use prost::Message;
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
-use super::{command_tag, session};
+use crate::sql::{command_tag, session};
 use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell, needs_server_text};
 use crate::config::Limits;
 use crate::error::Error;
-use crate::pool::{Conn, Lease, Object};
+use crate::pool::{Conn, Lease, Object, Prepared};
 use crate::proto::{QueryResponse, Row, Value, value::Kind as V};
-use crate::statements::Prepared;
 
 /// One statement to run.
 pub struct Spec<'a> {
@@ -89,7 +88,7 @@ async fn prepare(conn: &Conn, sql: &str) -> Result<(Arc<Prepared>, bool), tokio_
             .iter()
             .any(|c| needs_server_text(c.type_())),
         changes_session: session::may_change_session(sql),
-        report_key: crate::telemetry::report::key_of(sql),
+        report_key: crate::sql::fingerprint::key_of(sql),
         tag: command_tag::shape(sql),
         sql: sql.into(),
         statement,
@@ -404,7 +403,7 @@ impl InFlight {
         if changes_session
             && !doomed
             && !self.client().is_closed()
-            && session::reset(self.client()).await.is_err()
+            && crate::pool::reset(self.client()).await.is_err()
         {
             self.discard();
         }

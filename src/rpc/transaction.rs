@@ -13,9 +13,10 @@ use tokio::time::{sleep_until, timeout};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::statement::{self, InFlight, Spec};
+use crate::exec::{InFlight, Spec};
 use super::status::Record;
-use super::{BoxStream, State, session};
+use super::{BoxStream, State};
+use crate::sql::session;
 use crate::error::Error;
 use crate::proto::transaction_request::Action;
 use crate::proto::transaction_response::Event;
@@ -112,7 +113,7 @@ impl Lease {
         if self.dirty
             && !conn.client().is_closed()
             && !matches!(
-                timeout(ROLLBACK_WAIT, session::reset(conn.client())).await,
+                timeout(ROLLBACK_WAIT, crate::pool::reset(conn.client())).await,
                 Ok(Ok(()))
             )
         {
@@ -384,7 +385,7 @@ async fn execute(
         })
     };
     // Refused before sending: these leave the transaction as it was.
-    let refused = statement::validate(&stmt.sql, &stmt.params, &state.config.limits)
+    let refused = crate::exec::validate(&stmt.sql, &stmt.params, &state.config.limits)
         .err()
         .or_else(|| {
             session::transaction_control(&stmt.sql).map(|cmd| {
@@ -412,7 +413,7 @@ async fn execute(
         }
     };
     let result = tokio::select! {
-        r = statement::run(lease.client(), &spec, &state.config.limits) => r,
+        r = crate::exec::run(lease.client(), &spec, &state.config.limits) => r,
         _ = tx.closed() => {
             lease.abandon();
             return Ok(None);

@@ -4,7 +4,6 @@
 //! work is done once per statement: its column descriptions, whether its values need
 //! PostgreSQL's text output, whether it may change session state, and its command-tag shape.
 
-use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -25,10 +24,10 @@ pub struct Prepared {
     pub columns: Vec<Column>,
     /// Some column's values need PostgreSQL's text output (see `codec::needs_server_text`).
     pub needs_server_text: bool,
-    /// The statement may leave session state behind (see `service::session`).
+    /// The statement may leave session state behind (see `sql::session`).
     pub changes_session: bool,
     /// How its command tag is written.
-    pub tag: crate::service::TagShape,
+    pub tag: crate::sql::TagShape,
     /// Its key in the statement report.
     pub report_key: u64,
 }
@@ -62,10 +61,9 @@ pub struct StatementCache {
     stats: Arc<CacheStats>,
 }
 
-/// Hash of the SQL text with fixed keys: stable for the life of the process.
+/// The cache key of the SQL text (checked against the text on every hit).
 fn key(sql: &str) -> u64 {
-    static KEYS: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
-    KEYS.get_or_init(std::hash::RandomState::new).hash_one(sql)
+    crate::hash::stable(sql)
 }
 
 impl StatementCache {

@@ -8,10 +8,10 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use super::deadline::Budget;
-use super::statement::{self, Executed, Failed, InFlight, Spec};
+use crate::exec::{Executed, Failed, InFlight, Spec};
 use super::status::Record;
 use crate::error::Error;
-use crate::pool::jitter_fraction;
+use crate::time::jitter_fraction;
 use crate::proto::{ExecutionInfo, Priority, QueryRequest, QueryResponse};
 
 /// Pauses before the second, third and fourth attempt (plus up to 20 % jitter); all attempts
@@ -25,8 +25,8 @@ const RETRY_BUDGET: Duration = Duration::from_secs(5);
 
 /// Checks what can be checked before a connection is taken.
 pub(super) fn validate(req: &QueryRequest, state: &State) -> Result<(), Error> {
-    statement::validate(&req.sql, &req.params, &state.config.limits)?;
-    if let Some(cmd) = super::session::transaction_control(&req.sql) {
+    crate::exec::validate(&req.sql, &req.params, &state.config.limits)?;
+    if let Some(cmd) = crate::sql::session::transaction_control(&req.sql) {
         return Err(Error::invalid(
             "sql",
             format!("{cmd} is not allowed in Query, which runs in autocommit: use Transaction"),
@@ -180,7 +180,7 @@ async fn attempt(
 ) -> Result<Executed, Failed> {
     let inflight = InFlight::new(lease);
     let result = {
-        let fut = statement::run(inflight.client(), spec, &state.config.limits);
+        let fut = crate::exec::run(inflight.client(), spec, &state.config.limits);
         tokio::pin!(fut);
         let out_of_time = async {
             match budget.stop_at {

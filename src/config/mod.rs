@@ -1028,7 +1028,7 @@ fn parse_database_url(s: &str) -> Result<String, String> {
         return Err("expected a postgres URL or key=value connection string, got \"\"".to_owned());
     }
     // libpq's TLS options (verify-full, sslrootcert) are ours to handle, not the driver's.
-    let (rest, tls) = crate::pool::tls::split(s)?;
+    let (rest, tls) = crate::conninfo::tls::split(s)?;
     if tls
         .root_cert
         .as_ref()

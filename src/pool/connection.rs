@@ -8,7 +8,7 @@ use std::time::Duration;
 use deadpool::managed::{Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
 
-use crate::statements::{CacheStats, StatementCache};
+use super::statement_cache::{CacheStats, StatementCache};
 
 /// A connection younger than this since its last checkout is known to work: it just did.
 /// Validation spends its round trip only on connections that sat idle long enough to have

@@ -95,7 +95,7 @@ impl Stats {
             // The fingerprint identifies the statement without its parameter values.
             tracing::warn!(
                 rpc,
-                fingerprint = %report::fingerprint(sql),
+                fingerprint = %crate::sql::fingerprint::fingerprint(sql),
                 duration_ms = latency.as_millis() as u64,
                 ok,
                 "slow statement"
@@ -178,7 +178,7 @@ pub(super) fn pool_status(state: &State) -> PoolStatusResponse {
     PoolStatusResponse {
         pools: state.pools.stats(),
         queries: Some(state.stats.snapshot()),
-        statement_cache: Some(state.pools.cache_stats().snapshot()),
+        statement_cache: Some(state.pools.cache_stats()),
         database_reachable: state.health.database_reachable(),
         uptime: prost_types::Duration::try_from(state.stats.uptime()).ok(),
     }

@@ -15,13 +15,13 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::auth::BearerAuth;
+use crate::rpc::auth::BearerAuth;
 use crate::config::{Config, ServerTls};
 use crate::error::Error;
 use crate::health::Health;
 use crate::pool::{PoolError, Pools};
 use crate::proto::data_access_server::DataAccessServer;
-use crate::service::{DataAccessService, State, Stats};
+use crate::rpc::{DataAccessService, State, Stats};
 use crate::telemetry;
 
 /// Why the sidecar could not start or stopped with an error.
@@ -230,7 +230,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .await;
         // Statements stopped at the end of the grace period must hear their CancelRequest
         // before the process exits, or PostgreSQL runs them on, orphaned.
-        crate::service::cancels_delivered(std::time::Duration::from_secs(1)).await;
+        crate::exec::cancels_delivered(std::time::Duration::from_secs(1)).await;
         pools.close();
         match drained {
             Ok((g, h)) => {
@@ -318,12 +318,16 @@ fn oversized_is_invalid_argument<B>(mut response: http::Response<B>) -> http::Re
 }
 
 async fn metrics(AxumState(state): AxumState<Arc<State>>) -> String {
-    telemetry::export_pools(&state.pools, state.health.database_reachable());
+    telemetry::export_pools(
+        &state.pools.stats(),
+        &state.pools.cache_stats(),
+        state.health.database_reachable(),
+    );
     telemetry::metrics_handle().render()
 }
 
 async fn pool_json(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::Value> {
-    let primary = state.pools.primary().stats();
+    let primary = state.pools.primary_stats();
     let q = state.stats.snapshot();
     Json(serde_json::json!({
         "activeConnections": primary.active_connections,

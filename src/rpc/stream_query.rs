@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::deadline::Budget;
-use super::statement::{self, InFlight, Spec, decode_row, fill_server_text};
+use crate::exec::{InFlight, Spec, decode_row, fill_server_text};
 use super::status::Record;
 use super::{BoxStream, State};
 use crate::error::Error;
@@ -138,7 +138,7 @@ async fn produce(
     budget: Budget,
 ) -> Result<(QueryResponse, bool, Duration, bool), Error> {
     let client = inflight.client();
-    let started = statement::start(client, spec).await.map_err(|f| f.error)?;
+    let started = crate::exec::start(client, spec).await.map_err(|f| f.error)?;
     // Text for exotic types is asked of PostgreSQL on a second connection: this one is
     // busy streaming.
     let helper = if started.prepared.needs_server_text {

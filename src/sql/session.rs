@@ -7,9 +7,7 @@
 //! a reset; state changed inside a function body the text does not show (a function that
 //! calls `set_config(..., false)` or takes a session advisory lock) is not seen.
 
-use crate::pool::Conn;
-
-use super::sql_text::{first_word, leading_words};
+use super::{first_word, leading_words};
 
 /// Function names whose call leaves state in the session.
 const SESSION_FUNCTIONS: &[&str] = &[
@@ -74,16 +72,6 @@ fn mentions_session_state(sql: &str) -> bool {
         || lower
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
             .any(|w| w == "temp" || w == "temporary")
-}
-
-/// Returns the session to its starting state: `DISCARD ALL` (settings, role, listeners,
-/// prepared statements, cursors, temp tables, advisory locks). Our cached statements go with
-/// it, so the cache is emptied first.
-pub async fn reset(conn: &Conn) -> Result<(), tokio_postgres::Error> {
-    conn.statements().clear();
-    // deadpool-postgres's own cache holds the statements used for server-side text output.
-    conn.statement_cache.clear();
-    conn.batch_execute("DISCARD ALL").await
 }
 
 #[cfg(test)]

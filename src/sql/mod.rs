@@ -2,8 +2,14 @@
 //! decisions the sidecar makes from a statement's text: its command tag and whether it
 //! changes session state. No parsing beyond skipping comments, quotes and parentheses.
 
+pub mod command_tag;
+pub mod fingerprint;
+pub mod session;
+
+pub use command_tag::TagShape;
+
 /// Up to `limit` leading words, upper-cased, skipping whitespace, comments and parentheses.
-pub(super) fn leading_words(sql: &str, limit: usize) -> Vec<String> {
+pub(crate) fn leading_words(sql: &str, limit: usize) -> Vec<String> {
     let mut words = Vec::new();
     let mut rest = sql;
     while words.len() < limit {
@@ -21,7 +27,7 @@ pub(super) fn leading_words(sql: &str, limit: usize) -> Vec<String> {
 }
 
 /// The first word, as written (no allocation), skipping whitespace, comments and parentheses.
-pub(super) fn first_word(sql: &str) -> &str {
+pub(crate) fn first_word(sql: &str) -> &str {
     let rest = skip_noise(sql);
     let end = rest
         .find(|c: char| !(c.is_alphanumeric() || c == '_'))
@@ -45,7 +51,7 @@ fn skip_noise(mut s: &str) -> &str {
 
 /// Words outside every parenthesis, upper-cased, skipping quoted text and comments: what
 /// is left of a statement once CTE bodies and column lists are set aside.
-pub(super) fn top_level_words(sql: &str) -> Vec<String> {
+pub(crate) fn top_level_words(sql: &str) -> Vec<String> {
     let bytes = sql.as_bytes();
     let mut words = Vec::new();
     let mut depth = 0i32;

@@ -1,11 +1,8 @@
 //! The DataAccess service: one module per RPC family, sharing the state built at start.
 
-mod command_tag;
+pub mod auth;
 mod deadline;
 mod query;
-mod session;
-mod sql_text;
-mod statement;
 mod status;
 mod stream_query;
 mod transaction;
@@ -25,15 +22,13 @@ use crate::proto::{
     StatementReportResponse, TransactionRequest, TransactionResponse,
 };
 
-pub use command_tag::TagShape;
-pub use statement::cancels_delivered;
 
 /// The checks and classifications a request's text goes through before any SQL reaches
 /// PostgreSQL, public for the fuzz targets in `fuzz/`: none may panic on any input.
 pub mod checks {
-    pub use super::command_tag::shape as command_tag_shape;
-    pub use super::session::{may_change_session, transaction_control};
-    pub use super::statement::validate as validate_statement;
+    pub use crate::exec::validate as validate_statement;
+    pub use crate::sql::command_tag::shape as command_tag_shape;
+    pub use crate::sql::session::{may_change_session, transaction_control};
 }
 pub use status::Stats;
 

@@ -1,7 +1,7 @@
 //! The PostgreSQL command tag of a statement ("INSERT 0 1", "CREATE TABLE"), rebuilt from its
 //! leading keywords and row count, since tokio-postgres hands over only the count.
 
-use super::sql_text::{leading_words, top_level_words};
+use super::{leading_words, top_level_words};
 
 /// Modifiers that sit between CREATE/DROP/ALTER and the object type.
 const MODIFIERS: &[&str] = &[

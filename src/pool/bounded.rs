@@ -1,0 +1,203 @@
+//! One bounded pool (deadpool over our connection manager): its name, sizes and the
+//! counters deadpool does not keep, its live figures, and the readiness probe.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deadpool::Runtime;
+use deadpool::managed::{Hook, Pool as DeadPool, PoolError as DeadPoolError, Timeouts};
+use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::PoolError;
+use super::admission::Admission;
+use super::connection::ConnManager;
+use super::statement_cache::CacheStats;
+use crate::config::{Config, PoolConfig};
+use crate::conninfo::{SessionSettings, session_config};
+use crate::proto::PoolStats;
+use crate::telemetry::LogGate;
+
+/// Connections opened, logged a few times a second at most.
+static OPENED_LOG: LogGate = LogGate::new(5);
+
+/// Counters and flags deadpool does not keep.
+pub(super) struct Counters {
+    pub(super) created: AtomicU64,
+    pub(super) checkouts: AtomicU64,
+    /// False after connecting failed even with retries; while false, requests that need a
+    /// new connection try once and fail fast instead of queueing behind backoff.
+    pub(super) reachable: AtomicBool,
+}
+
+/// One deadpool pool with its name, sizes and counters.
+#[derive(Clone)]
+pub(super) struct Pool {
+    pub(super) name: &'static str,
+    pub(super) inner: DeadPool<ConnManager>,
+    pub(super) min_idle: u32,
+    pub(super) admission: Arc<Admission>,
+    pub(super) counters: Arc<Counters>,
+    pub(super) tls: MakeRustlsConnect,
+}
+
+impl Pool {
+    pub(super) fn new(
+        name: &'static str,
+        pool: &PoolConfig,
+        config: &Config,
+        cache_stats: &Arc<CacheStats>,
+    ) -> Result<Self, PoolError> {
+        let settings = SessionSettings {
+            statement_timeout: config.query_timeout,
+            idle_in_transaction_timeout: config.transaction_idle_timeout,
+            read_only: config.read_only,
+            connect_timeout: config.connection_timeout,
+        };
+        let (pg, tls) =
+            session_config(&pool.database_url, &settings).map_err(|message| PoolError::Config {
+                pool: name,
+                message,
+            })?;
+        // Validation is ours (ConnManager::recycle), so deadpool-postgres only connects.
+        let recycling_method = RecyclingMethod::Fast;
+        let manager = ConnManager::new(
+            Manager::from_config(pg, tls.clone(), ManagerConfig { recycling_method }),
+            config.connection_validation,
+            config.statement_cache_size,
+            cache_stats.clone(),
+        );
+        let counters = Arc::new(Counters {
+            created: AtomicU64::new(0),
+            checkouts: AtomicU64::new(0),
+            reachable: AtomicBool::new(true),
+        });
+        let created = counters.clone();
+        let inner = DeadPool::builder(manager)
+            .max_size(pool.max_size as usize)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(config.connection_timeout))
+            .create_timeout(Some(config.connection_timeout))
+            .recycle_timeout(Some(config.connection_timeout))
+            .post_create(Hook::sync_fn(move |_, _| {
+                created.created.fetch_add(1, Ordering::Relaxed);
+                if let Some(held_back) = OPENED_LOG.admit() {
+                    tracing::info!(pool = name, held_back, "connection opened");
+                }
+                Ok(())
+            }))
+            .build()
+            .map_err(|e| PoolError::Config {
+                pool: name,
+                message: e.to_string(),
+            })?;
+        Ok(Pool {
+            name,
+            inner,
+            min_idle: pool.min_idle,
+            admission: Arc::new(Admission::new(config.pool_max_waiting as usize)),
+            counters,
+            tls,
+        })
+    }
+
+    /// Active connections as a percentage of the maximum.
+    pub(super) fn utilization_percent(&self) -> f64 {
+        let s = self.inner.status();
+        let active = s.size.saturating_sub(s.available);
+        if s.max_size == 0 {
+            return 100.0;
+        }
+        active as f64 * 100.0 / s.max_size as f64
+    }
+
+    /// Whether the last attempt to reach the database through this pool succeeded.
+    pub(super) fn reachable(&self) -> bool {
+        self.counters.reachable.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_reachable(&self, reachable: bool) {
+        self.counters.reachable.store(reachable, Ordering::Relaxed);
+    }
+
+    /// A round trip on an idle or newly opened connection, taken without queueing behind
+    /// requests; when every connection is lent out, busy is not down, so the answer is what
+    /// the pool last learned about reaching the database.
+    pub(super) async fn probe(&self, deadline: Instant) -> bool {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
+        let timeouts = Timeouts {
+            wait: Some(Duration::ZERO),
+            create: Some(left),
+            recycle: Some(left),
+        };
+        match self.inner.timeout_get(&timeouts).await {
+            Ok(conn) => {
+                let ok = matches!(
+                    tokio::time::timeout_at(deadline.into(), conn.simple_query("")).await,
+                    Ok(Ok(_))
+                );
+                if !ok {
+                    // A connection that cannot answer is not given to anyone else.
+                    drop(super::Object::take(conn));
+                }
+                self.set_reachable(ok);
+                ok
+            }
+            Err(DeadPoolError::Timeout(deadpool::managed::TimeoutType::Wait)) => self.reachable(),
+            Err(DeadPoolError::Closed) => false,
+            Err(_) => {
+                self.set_reachable(false);
+                false
+            }
+        }
+    }
+
+    /// Live figures for PoolStatus.
+    pub(super) fn stats(&self) -> PoolStats {
+        let s = self.inner.status();
+        let created = self.counters.created.load(Ordering::Relaxed);
+        let checkouts = self.counters.checkouts.load(Ordering::Relaxed);
+        let active = s.size.saturating_sub(s.available);
+        PoolStats {
+            name: self.name.to_owned(),
+            max_connections: s.max_size as u32,
+            min_idle: self.min_idle,
+            total_connections: s.size as u32,
+            active_connections: active as u32,
+            idle_connections: s.available as u32,
+            waiting_requests: s.waiting as u32,
+            utilization_percent: self.utilization_percent(),
+            connections_created: created,
+            checkouts,
+            reuse_rate: reuse_rate(created, checkouts),
+        }
+    }
+
+    pub(super) fn close(&self) {
+        self.inner.close();
+    }
+}
+
+/// 1 − created ÷ checkouts: the share of checkouts served by a connection already open.
+fn reuse_rate(created: u64, checkouts: u64) -> f64 {
+    if checkouts == 0 {
+        0.0
+    } else {
+        (1.0 - created as f64 / checkouts as f64).max(0.0)
+    }
+}
+
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reuse_rate_is_the_share_of_checkouts_that_opened_nothing() {
+        assert_eq!(super::reuse_rate(0, 0), 0.0);
+        assert_eq!(super::reuse_rate(5, 100), 0.95);
+        // Prewarmed connections never checked out yet: not negative.
+        assert_eq!(super::reuse_rate(10, 4), 0.0);
+    }
+}

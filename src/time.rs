@@ -1,0 +1,109 @@
+//! Time on the data path: the retry backoff (one schedule for reconnecting and for resending
+//! a statement) and the stop time that may never come.
+
+use std::time::{Duration, Instant};
+
+/// Pauses before the second, third and fourth attempt; each gets up to 20 % jitter.
+const SCHEDULE: [Duration; 3] = [
+    Duration::from_millis(100),
+    Duration::from_millis(500),
+    Duration::from_millis(2000),
+];
+/// Every attempt starts within this long of the first.
+const BUDGET: Duration = Duration::from_secs(5);
+
+/// A pseudo-random fraction in [0, 1) for jitter, from `seed`; no RNG crate for this.
+pub fn jitter_fraction(seed: impl std::hash::Hash) -> f64 {
+    (crate::hash::stable(seed) % 10_000) as f64 / 10_000.0
+}
+
+/// Why there is no next attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// Every pause of the schedule is used, or the next would start past the retry budget.
+    Exhausted,
+    /// The next attempt would start at or past the caller's deadline.
+    PastDeadline,
+}
+
+/// The retry schedule of one operation: 100, 500, 2000 ms plus jitter, all attempts
+/// within five seconds of the first and before the deadline.
+#[derive(Debug)]
+pub struct Backoff {
+    next: std::slice::Iter<'static, Duration>,
+    started: Instant,
+    deadline: Option<Instant>,
+}
+
+impl Backoff {
+    /// The schedule of an operation whose first attempt starts now.
+    pub fn new(deadline: Option<Instant>) -> Self {
+        Self::starting_at(Instant::now(), deadline)
+    }
+
+    fn starting_at(started: Instant, deadline: Option<Instant>) -> Self {
+        Backoff {
+            next: SCHEDULE.iter(),
+            started,
+            deadline,
+        }
+    }
+
+    /// When the next attempt may start, or why there is none.
+    pub fn next_at(&mut self) -> Result<Instant, GiveUp> {
+        let now = Instant::now();
+        let Some(pause) = self.next.next() else {
+            return Err(GiveUp::Exhausted);
+        };
+        let at = now + pause.mul_f64(1.0 + 0.2 * jitter_fraction(now));
+        if at.duration_since(self.started) >= BUDGET {
+            return Err(GiveUp::Exhausted);
+        }
+        if self.deadline.is_some_and(|d| at >= d) {
+            return Err(GiveUp::PastDeadline);
+        }
+        Ok(at)
+    }
+}
+
+/// Resolves at `at`, or never when there is no stop time.
+pub async fn until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_is_three_pauses_with_bounded_jitter() {
+        let mut b = Backoff::new(None);
+        for pause in SCHEDULE {
+            let at = b.next_at().expect("within the budget");
+            let waited = at.saturating_duration_since(Instant::now());
+            assert!(waited <= pause.mul_f64(1.2), "{waited:?} > {pause:?} + 20 %");
+        }
+        assert_eq!(b.next_at(), Err(GiveUp::Exhausted));
+    }
+
+    #[test]
+    fn the_deadline_and_the_budget_end_the_schedule() {
+        let soon = Instant::now() + Duration::from_millis(50);
+        assert_eq!(Backoff::new(Some(soon)).next_at(), Err(GiveUp::PastDeadline));
+        // Started long ago: even the first pause is past the budget.
+        let long_ago = Instant::now() - BUDGET;
+        let mut b = Backoff::starting_at(long_ago, None);
+        assert_eq!(b.next_at(), Err(GiveUp::Exhausted));
+    }
+
+    #[test]
+    fn jitter_is_a_fraction() {
+        for seed in 0..1000 {
+            let f = jitter_fraction(seed);
+            assert!((0.0..1.0).contains(&f));
+        }
+    }
+}
