@@ -15,12 +15,12 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::rpc::auth::BearerAuth;
 use crate::config::{Config, ServerTls};
 use crate::error::Error;
 use crate::health::Health;
 use crate::pool::{PoolError, Pools};
 use crate::proto::data_access_server::DataAccessServer;
+use crate::rpc::auth::BearerAuth;
 use crate::rpc::{DataAccessService, State, Stats};
 use crate::telemetry;
 
@@ -55,6 +55,34 @@ pub enum ServerError {
     /// The HTTP server failed.
     #[error("HTTP server: {0}")]
     Http(std::io::Error),
+    /// A task of the server panicked or was aborted: the process must not report success.
+    #[error("the {task} task crashed: {message}")]
+    Crashed {
+        /// Which task.
+        task: &'static str,
+        /// The panic message, or why it ended.
+        message: String,
+    },
+}
+
+/// The result of a joined task, a panic included: a crash is an error, never a success.
+fn joined(
+    task: &'static str,
+    result: Result<Result<(), ServerError>, tokio::task::JoinError>,
+) -> Result<(), ServerError> {
+    result.unwrap_or_else(|e| {
+        let message = if e.is_panic() {
+            let panic = e.into_panic();
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into())
+        } else {
+            "cancelled".into()
+        };
+        Err(ServerError::Crashed { task, message })
+    })
 }
 
 /// A started sidecar.
@@ -75,7 +103,7 @@ impl Running {
 
     /// Waits until the sidecar has stopped.
     pub async fn wait(self) -> Result<(), ServerError> {
-        self.task.await.unwrap_or(Ok(()))
+        joined("server", self.task.await)
     }
 }
 
@@ -234,8 +262,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         pools.close();
         match drained {
             Ok((g, h)) => {
-                g.unwrap_or(Ok(()))?;
-                h.unwrap_or(Ok(()))?;
+                joined("gRPC server", g.map(|r| r.map_err(ServerError::from)))?;
+                joined("HTTP server", h)?;
             }
             Err(_) => tracing::warn!(?grace, "shutdown grace period ended with calls in flight"),
         }
@@ -341,4 +369,18 @@ async fn pool_json(AxumState(state): AxumState<Arc<State>>) -> Json<serde_json::
         "failedQueries": q.failed,
         "databaseReachable": state.health.database_reachable(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_task_is_an_error_that_says_why() {
+        let crashed = tokio::spawn(async { panic!("boom") }).await;
+        let err = joined("gRPC server", crashed.map(|()| Ok(()))).expect_err("a crash");
+        assert_eq!(err.to_string(), "the gRPC server task crashed: boom");
+        let fine = tokio::spawn(async { Ok(()) }).await;
+        assert!(joined("HTTP server", fine).is_ok());
+    }
 }

@@ -84,7 +84,10 @@ mod tests {
         for pause in SCHEDULE {
             let at = b.next_at().expect("within the budget");
             let waited = at.saturating_duration_since(Instant::now());
-            assert!(waited <= pause.mul_f64(1.2), "{waited:?} > {pause:?} + 20 %");
+            assert!(
+                waited <= pause.mul_f64(1.2),
+                "{waited:?} > {pause:?} + 20 %"
+            );
         }
         assert_eq!(b.next_at(), Err(GiveUp::Exhausted));
     }
@@ -92,7 +95,10 @@ mod tests {
     #[test]
     fn the_deadline_and_the_budget_end_the_schedule() {
         let soon = Instant::now() + Duration::from_millis(50);
-        assert_eq!(Backoff::new(Some(soon)).next_at(), Err(GiveUp::PastDeadline));
+        assert_eq!(
+            Backoff::new(Some(soon)).next_at(),
+            Err(GiveUp::PastDeadline)
+        );
         // Started long ago: even the first pause is past the budget.
         let long_ago = Instant::now() - BUDGET;
         let mut b = Backoff::starting_at(long_ago, None);

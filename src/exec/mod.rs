@@ -7,17 +7,15 @@ use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
-use deadpool_postgres::ClientWrapper;
-use futures_util::{TryStreamExt, future::join_all, pin_mut};
+use futures_util::{TryStreamExt, pin_mut};
 use prost::Message;
-use tokio_postgres::types::{IsNull, ToSql, Type};
 
-use crate::sql::{command_tag, session};
 use crate::codec::{Decoded, RawCell, bind_params, column_of, decode_cell, needs_server_text};
 use crate::config::Limits;
 use crate::error::Error;
 use crate::pool::{Conn, Lease, Object, Prepared};
-use crate::proto::{QueryResponse, Row, Value, value::Kind as V};
+use crate::proto::{ExecutionInfo, QueryResponse, Row, Value};
+use crate::sql::{command_tag, session};
 
 /// One statement to run.
 pub struct Spec<'a> {
@@ -41,6 +39,24 @@ pub struct Executed {
     pub changes_session: bool,
     /// Its key in the statement report.
     pub report_key: u64,
+}
+
+/// The `info` of a response: who served it, from the cache or not, how long it queued and
+/// ran, and how many times it was sent.
+pub fn execution_info(
+    pool: &str,
+    cached: bool,
+    queue_time: Duration,
+    execution_time: Duration,
+    attempts: u32,
+) -> ExecutionInfo {
+    ExecutionInfo {
+        pool: pool.to_owned(),
+        statement_cached: cached,
+        queue_time: prost_types::Duration::try_from(queue_time).ok(),
+        execution_time: prost_types::Duration::try_from(execution_time).ok(),
+        attempts,
+    }
 }
 
 /// Checks a statement's text and parameters against the limits before it is sent.
@@ -198,8 +214,9 @@ async fn send(
     Ok((rows, at))
 }
 
-/// A cell to be turned into text by PostgreSQL: (row index, column index, type, raw bytes).
-pub type PendingText = (usize, usize, Type, Vec<u8>);
+mod server_text;
+
+pub use server_text::{PendingText, fill_server_text};
 
 /// Decodes one row; cells that need PostgreSQL's text output get a placeholder and an entry
 /// in `pending` (as row `index`).
@@ -284,54 +301,6 @@ pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Execut
         changes_session: prepared.changes_session,
         report_key: prepared.report_key,
     })
-}
-
-/// A value in its binary form, sent back to PostgreSQL as a parameter of its own type.
-#[derive(Debug)]
-struct RawParam<'a>(&'a [u8]);
-
-impl ToSql for RawParam<'_> {
-    fn to_sql(
-        &self,
-        _: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.extend_from_slice(self.0);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    tokio_postgres::types::to_sql_checked!();
-}
-
-/// Asks PostgreSQL for the text output of values whose binary form is not decoded here
-/// (extension types, tsvector, geometric types, ...). The requests are pipelined on the
-/// connection, so a column of such values costs about one round trip.
-pub async fn fill_server_text(
-    client: &ClientWrapper,
-    rows: &mut [Row],
-    cells: Vec<PendingText>,
-) -> Result<(), Error> {
-    if cells.is_empty() {
-        return Ok(());
-    }
-    let texts = join_all(cells.iter().map(|(_, _, ty, raw)| async move {
-        let stmt = client
-            .prepare_typed_cached("SELECT $1::text", std::slice::from_ref(ty))
-            .await?;
-        let row = client.query_one(&stmt, &[&RawParam(raw)]).await?;
-        row.try_get::<_, String>(0)
-    }))
-    .await;
-    for ((r, c, _, _), text) in cells.into_iter().zip(texts) {
-        rows[r].values[c] = Value {
-            kind: Some(V::TextValue(text?)),
-        };
-    }
-    Ok(())
 }
 
 /// A lease with a statement in flight. If it is dropped before [`InFlight::finish`] (the

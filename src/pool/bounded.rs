@@ -190,7 +190,6 @@ fn reuse_rate(created: u64, checkouts: u64) -> f64 {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     #[test]

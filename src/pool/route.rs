@@ -39,12 +39,21 @@ mod tests {
     #[test]
     fn critical_work_moves_at_the_threshold() {
         assert_eq!(route(Priority::Critical, 79.9, 80.0, true), Target::Primary);
-        assert_eq!(route(Priority::Critical, 80.0, 80.0, true), Target::Failover);
-        assert_eq!(route(Priority::Critical, 100.0, 80.0, true), Target::Failover);
+        assert_eq!(
+            route(Priority::Critical, 80.0, 80.0, true),
+            Target::Failover
+        );
+        assert_eq!(
+            route(Priority::Critical, 100.0, 80.0, true),
+            Target::Failover
+        );
     }
 
     #[test]
     fn without_a_reserve_everything_uses_the_primary() {
-        assert_eq!(route(Priority::Critical, 100.0, 80.0, false), Target::Primary);
+        assert_eq!(
+            route(Priority::Critical, 100.0, 80.0, false),
+            Target::Primary
+        );
     }
 }

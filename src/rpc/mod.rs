@@ -22,7 +22,6 @@ use crate::proto::{
     StatementReportResponse, TransactionRequest, TransactionResponse,
 };
 
-
 /// The checks and classifications a request's text goes through before any SQL reaches
 /// PostgreSQL, public for the fuzz targets in `fuzz/`: none may panic on any input.
 pub mod checks {

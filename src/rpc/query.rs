@@ -8,20 +8,10 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use super::deadline::Budget;
-use crate::exec::{Executed, Failed, InFlight, Spec};
 use super::status::Record;
 use crate::error::Error;
-use crate::time::jitter_fraction;
-use crate::proto::{ExecutionInfo, Priority, QueryRequest, QueryResponse};
-
-/// Pauses before the second, third and fourth attempt (plus up to 20 % jitter); all attempts
-/// stay within `RETRY_BUDGET` and the request's deadline.
-const RETRY_BACKOFF: [Duration; 3] = [
-    Duration::from_millis(100),
-    Duration::from_millis(500),
-    Duration::from_millis(2000),
-];
-const RETRY_BUDGET: Duration = Duration::from_secs(5);
+use crate::exec::{Executed, Failed, InFlight, Spec};
+use crate::proto::{Priority, QueryRequest, QueryResponse};
 
 /// Checks what can be checked before a connection is taken.
 pub(super) fn validate(req: &QueryRequest, state: &State) -> Result<(), Error> {
@@ -119,14 +109,13 @@ async fn run_on(
     served: &mut Served,
 ) -> Result<QueryResponse, Error> {
     validate(req, state)?;
-    let started = Instant::now();
     let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
     let spec = Spec {
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
     };
-    let mut backoff = RETRY_BACKOFF.iter();
+    let mut backoff = crate::time::Backoff::new(budget.stop_at);
     let mut attempts = 0u32;
     loop {
         attempts += 1;
@@ -137,34 +126,28 @@ async fn run_on(
             Ok(executed) => {
                 served.report_key = Some(executed.report_key);
                 let mut response = executed.response;
-                response.info = Some(ExecutionInfo {
-                    pool: pool.to_owned(),
-                    statement_cached: executed.cached,
-                    queue_time: prost_types::Duration::try_from(queue_time).ok(),
-                    execution_time: prost_types::Duration::try_from(executed.execution_time).ok(),
+                response.info = Some(crate::exec::execution_info(
+                    pool,
+                    executed.cached,
+                    queue_time,
+                    executed.execution_time,
                     attempts,
-                });
+                ));
                 return Ok(response);
             }
             Err(failed) => {
-                let retry_at = backoff
-                    .next()
-                    .filter(|_| retryable(&failed, req.idempotent))
-                    .map(|d| {
-                        Instant::now() + d.mul_f64(1.0 + 0.2 * jitter_fraction(Instant::now()))
-                    });
-                let in_budget = retry_at.is_some_and(|at| {
-                    at.duration_since(started) < RETRY_BUDGET
-                        && budget.stop_at.is_none_or(|stop| at < stop)
-                });
-                if !in_budget {
+                let retry_at = match retryable(&failed, req.idempotent) {
+                    true => backoff.next_at().ok(),
+                    false => None,
+                };
+                let Some(retry_at) = retry_at else {
                     return Err(failed.error);
-                }
+                };
                 if attempts == 1 {
                     state.stats.record_retry();
                 }
                 tracing::debug!(attempt = attempts, error = %failed.error, "retrying statement");
-                tokio::time::sleep_until(retry_at.expect("in budget").into()).await;
+                tokio::time::sleep_until(retry_at.into()).await;
             }
         }
     }
@@ -182,15 +165,9 @@ async fn attempt(
     let result = {
         let fut = crate::exec::run(inflight.client(), spec, &state.config.limits);
         tokio::pin!(fut);
-        let out_of_time = async {
-            match budget.stop_at {
-                Some(stop_at) => tokio::time::sleep_until(stop_at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             result = &mut fut => result,
-            _ = out_of_time => {
+            _ = crate::time::until(budget.stop_at) => {
                 // Out of time: cancel in PostgreSQL, then give it until the client's
                 // deadline (or a second) to confirm, so the error can carry its answer.
                 inflight.cancel();

@@ -12,12 +12,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::deadline::Budget;
-use crate::exec::{InFlight, Spec, decode_row, fill_server_text};
 use super::status::Record;
 use super::{BoxStream, State};
 use crate::error::Error;
+use crate::exec::{InFlight, Spec, decode_row, fill_server_text};
 use crate::pool::Lease;
-use crate::proto::{ExecutionInfo, Priority, QueryRequest, QueryResponse};
+use crate::proto::{Priority, QueryRequest, QueryResponse};
 
 /// Most rows in one message.
 const CHUNK_ROWS: usize = 1000;
@@ -50,15 +50,16 @@ pub(super) async fn stream_query(
     let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
     tokio::spawn(async move {
         let result = run(&state, &req, lease, budget, &tx, priority).await;
+        let served = result.as_ref().ok().copied().flatten();
         state.stats.record(Record {
             rpc: "StreamQuery",
             pool,
             sql: &req.sql,
             took: start.elapsed(),
             ok: result.is_ok(),
-            rows: 0,
-            cached: false,
-            report_key: None,
+            rows: served.map_or(0, |s| s.rows),
+            cached: served.is_some_and(|s| s.cached),
+            report_key: served.map(|s| s.report_key),
         });
         if let Err(e) = result {
             let _ = tx.send(Err(Status::from(e))).await;
@@ -69,6 +70,19 @@ pub(super) async fn stream_query(
 
 type Sender = mpsc::Sender<Result<QueryResponse, Status>>;
 
+/// What a finished stream reports to the figures.
+#[derive(Debug, Clone, Copy)]
+struct Served {
+    /// Rows returned or affected.
+    rows: u64,
+    /// The statement was already prepared on the connection.
+    cached: bool,
+    /// Its statement-report key.
+    report_key: u64,
+}
+
+/// Runs the statement and streams its rows; `Ok(None)` when the client went away.
+
 async fn run(
     state: &State,
     req: &QueryRequest,
@@ -76,7 +90,7 @@ async fn run(
     budget: Budget,
     tx: &Sender,
     priority: Priority,
-) -> Result<(), Error> {
+) -> Result<Option<Served>, Error> {
     let (pool, queue_time) = (lease.pool, lease.queue_time);
     let inflight = InFlight::new(lease);
     let spec = Spec {
@@ -85,26 +99,14 @@ async fn run(
         max_rows: req.max_rows,
     };
     let produce = produce(state, &inflight, &spec, tx, priority, budget);
-    let stopped = async {
-        match budget.stop_at {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => std::future::pending().await,
-        }
-    };
     let result = tokio::select! {
-        r = produce => r.map(|(mut last, cached, execution_time, changes_session)| {
-            last.info = Some(ExecutionInfo {
-                pool: pool.to_owned(),
-                statement_cached: cached,
-                queue_time: prost_types::Duration::try_from(queue_time).ok(),
-                execution_time: prost_types::Duration::try_from(execution_time).ok(),
-                attempts: 1,
-            });
-            (last, changes_session)
+        r = produce => r.map(|(mut last, produced)| {
+            last.info = Some(crate::exec::execution_info(pool, produced.cached, queue_time, produced.execution_time, 1));
+            (last, produced)
         }),
         // The client went away: dropping `inflight` below cancels the statement.
-        _ = tx.closed() => return Ok(()),
-        _ = stopped => {
+        _ = tx.closed() => return Ok(None),
+        _ = crate::time::until(budget.stop_at) => {
             inflight.cancel();
             Err(Error::DeadlineExceeded { cause: None })
         }
@@ -115,11 +117,16 @@ async fn run(
         }
     };
     match result {
-        Ok((last, changes_session)) => {
+        Ok((last, produced)) => {
+            let served = Served {
+                rows: last.rows_affected,
+                cached: produced.cached,
+                report_key: produced.report_key,
+            };
             if tx.send(Ok(last)).await.is_ok() {
-                inflight.finish_after(changes_session).await;
+                inflight.finish_after(produced.changes_session).await;
             }
-            Ok(())
+            Ok(Some(served))
         }
         Err(e) => {
             inflight.finish_after_error(spec.sql, &e).await;
@@ -128,7 +135,15 @@ async fn run(
     }
 }
 
-/// Streams every chunk but the last, which it returns with the cache flag and the time.
+/// What producing the stream learned, beside its last message.
+struct Produced {
+    cached: bool,
+    execution_time: Duration,
+    changes_session: bool,
+    report_key: u64,
+}
+
+/// Streams every chunk but the last, which it returns with what was learned.
 async fn produce(
     state: &State,
     inflight: &InFlight,
@@ -136,9 +151,11 @@ async fn produce(
     tx: &Sender,
     priority: Priority,
     budget: Budget,
-) -> Result<(QueryResponse, bool, Duration, bool), Error> {
+) -> Result<(QueryResponse, Produced), Error> {
     let client = inflight.client();
-    let started = crate::exec::start(client, spec).await.map_err(|f| f.error)?;
+    let started = crate::exec::start(client, spec)
+        .await
+        .map_err(|f| f.error)?;
     // Text for exotic types is asked of PostgreSQL on a second connection: this one is
     // busy streaming.
     let helper = if started.prepared.needs_server_text {
@@ -189,10 +206,11 @@ async fn produce(
     chunk.rows_affected = rows_affected;
     chunk.command_tag = started.prepared.tag.render(rows_affected);
     chunk.truncated = seen > cap;
-    Ok((
-        chunk,
-        started.cached,
-        started.at.elapsed(),
-        started.prepared.changes_session,
-    ))
+    let produced = Produced {
+        cached: started.cached,
+        execution_time: started.at.elapsed(),
+        changes_session: started.prepared.changes_session,
+        report_key: started.prepared.report_key,
+    };
+    Ok((chunk, produced))
 }

@@ -9,22 +9,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use tokio::time::{sleep_until, timeout};
+use tokio::time::timeout;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::exec::{InFlight, Spec};
 use super::status::Record;
 use super::{BoxStream, State};
-use crate::sql::session;
 use crate::error::Error;
+use crate::exec::{InFlight, Spec};
 use crate::proto::transaction_request::Action;
 use crate::proto::transaction_response::Event;
 use crate::proto::{
-    BeginTransaction, ExecutionInfo, IsolationLevel, Priority, Statement, StatementResult,
-    TransactionBegun, TransactionCommitted, TransactionRequest, TransactionResponse,
-    TransactionRolledBack, statement_result::Outcome,
+    BeginTransaction, IsolationLevel, Priority, Statement, StatementResult, TransactionBegun,
+    TransactionCommitted, TransactionRequest, TransactionResponse, TransactionRolledBack,
+    statement_result::Outcome,
 };
+use crate::sql::session;
 
 /// Answers buffered ahead of a slow reader.
 const BUFFERED_RESPONSES: usize = 16;
@@ -152,16 +152,10 @@ async fn next(
     idle: Duration,
     until: Option<Instant>,
 ) -> Next {
-    let too_long = async {
-        match until {
-            Some(at) => sleep_until(at.into()).await,
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         biased;
         _ = tx.closed() => Next::Gone,
-        _ = too_long => Next::TooLong,
+        _ = crate::time::until(until) => Next::TooLong,
         _ = state.stopping() => Next::Stopping,
         m = timeout(idle, inbound.message()) => match m {
             Err(_) => Next::Idle,
@@ -406,19 +400,13 @@ async fn execute(
         max_rows: stmt.max_rows,
     };
     let started = Instant::now();
-    let too_long = async {
-        match until {
-            Some(at) => sleep_until(at.into()).await,
-            None => std::future::pending().await,
-        }
-    };
     let result = tokio::select! {
         r = crate::exec::run(lease.client(), &spec, &state.config.limits) => r,
         _ = tx.closed() => {
             lease.abandon();
             return Ok(None);
         }
-        _ = too_long => {
+        _ = crate::time::until(until) => {
             lease.abandon();
             return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
         }
@@ -445,13 +433,13 @@ async fn execute(
             *aborted_by = None;
             lease.dirty |= executed.changes_session;
             let mut response = executed.response;
-            response.info = Some(ExecutionInfo {
-                pool: pool.to_owned(),
-                statement_cached: executed.cached,
-                queue_time: prost_types::Duration::try_from(Duration::ZERO).ok(),
-                execution_time: prost_types::Duration::try_from(executed.execution_time).ok(),
-                attempts: 1,
-            });
+            response.info = Some(crate::exec::execution_info(
+                pool,
+                executed.cached,
+                Duration::ZERO,
+                executed.execution_time,
+                1,
+            ));
             answer(Outcome::Response(response))
         }
         Err(failed)

@@ -93,5 +93,4 @@ mod tests {
         assert_eq!(fingerprint("SELECT 1"), fingerprint("SELECT   2"));
         assert_ne!(fingerprint("SELECT 1"), fingerprint("SELECT 1 FROM t"));
     }
-
 }

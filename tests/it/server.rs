@@ -2,12 +2,10 @@
 //! out of the output, default addresses, health, HTTP endpoints, and a graceful drain on
 //! SIGTERM.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
-use support::*;
+use crate::support::*;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;

@@ -5,14 +5,12 @@
 //! strings of any scale, text without NUL (PostgreSQL cannot store it), any bytes, every date
 //! and timestamp PostgreSQL and protobuf both represent, UUIDs, JSON, and arrays with NULLs.
 
-mod support;
-
+use crate::support::*;
 use pgsidecar::proto::Value;
 use pgsidecar::proto::data_access_client::DataAccessClient;
 use pgsidecar::proto::value::Kind;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
-use support::*;
 use tokio::runtime::Runtime;
 use tonic::transport::Channel;
 

@@ -1,14 +1,12 @@
 //! What operators see: Prometheus metrics that parse and move with traffic, gRPC server
 //! reflection (on by default, off on request), and health Watch following shutdown.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::*;
 use pgsidecar::proto::BeginTransaction;
 use pgsidecar::proto::transaction_response::Event;
-use support::*;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;

@@ -2,15 +2,13 @@
 //! and the sidecar's own connections to a private PostgreSQL cluster serving TLS, under each
 //! sslmode, including a CancelRequest sent over TLS.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::cluster::TempCluster;
+use crate::support::*;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
-use support::cluster::TempCluster;
-use support::*;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 

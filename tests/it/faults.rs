@@ -3,19 +3,17 @@
 //! connection killed mid-load, a stalled network path, a storm of 10,000 concurrent calls,
 //! and a graceful shutdown under load. docs/RELIABILITY.md lists what each one proves.
 
-mod support;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::TempCluster;
+use crate::support::proxy::Proxy;
+use crate::support::*;
 use futures_util::future::join_all;
 use pgsidecar::proto::data_access_client::DataAccessClient;
 use pgsidecar::proto::{BeginTransaction, QueryRequest};
-use support::cluster::TempCluster;
-use support::proxy::Proxy;
-use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;

@@ -1,6 +1,5 @@
 //! Test support: runs the real pgsidecar binary on ephemeral ports against the real
 //! PostgreSQL, and offers a generated client, a direct admin connection and value helpers.
-#![allow(dead_code)]
 
 pub mod cluster;
 pub mod proxy;
@@ -132,12 +131,16 @@ impl Sidecar {
 
     /// A generated client connected over TCP.
     pub async fn client(&self) -> DataAccessClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.grpc))
+        DataAccessClient::new(self.channel().await)
+    }
+
+    /// A channel to the gRPC port, for any service (DataAccess, health).
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.grpc))
             .expect("uri")
             .connect()
             .await
-            .expect("connect to sidecar");
-        DataAccessClient::new(channel)
+            .expect("connect to sidecar")
     }
 
     /// What the process has written to stderr so far.

@@ -2,15 +2,13 @@
 //! errors and savepoints, isolation, misuse, timeouts, abandoned streams releasing locks at
 //! once, atomicity when cut, many concurrent streams, and COMMIT of unknown outcome.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::proxy::Proxy;
+use crate::support::*;
 use pgsidecar::proto::transaction_request::Action;
 use pgsidecar::proto::transaction_response::Event;
 use pgsidecar::proto::{BeginTransaction, IsolationLevel, Priority, statement_result::Outcome};
-use support::proxy::Proxy;
-use support::*;
 use tonic::Code;
 
 fn begin() -> BeginTransaction {

@@ -2,12 +2,10 @@
 //! memory bounded, a slow reader pacing the query, cancellation reaching PostgreSQL, and
 //! errors before and during the stream.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use pgsidecar::proto::QueryRequest;
-use support::*;
 use tonic::Code;
 
 /// Peak and current resident memory of a process, in KiB, from /proc.

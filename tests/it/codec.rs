@@ -3,10 +3,8 @@
 //! For values that come back as text, PostgreSQL's own output (`format('%s', v)`) is the
 //! reference.
 
-mod support;
-
+use crate::support::*;
 use pgsidecar::proto::{Value, value::Kind};
-use support::*;
 
 /// Equality that treats NaN as equal to NaN, recursively.
 fn same(a: &Value, b: &Value) -> bool {

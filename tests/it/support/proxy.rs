@@ -14,7 +14,6 @@ use tokio::sync::watch;
 pub struct Proxy {
     pub addr: SocketAddr,
     cut_on: Arc<Mutex<Option<Vec<u8>>>>,
-    cut_now: watch::Sender<u64>,
     stalled: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -25,13 +24,11 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let cut_on: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
-        let (cut_now, cut_rx) = watch::channel(0u64);
         let (stalled, stall_rx) = watch::channel(false);
         let pattern = cut_on.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let (pattern, cut_rx, mut stall_rx) =
-                    (pattern.clone(), cut_rx.clone(), stall_rx.clone());
+                let (pattern, mut stall_rx) = (pattern.clone(), stall_rx.clone());
                 tokio::spawn(async move {
                     // A stalled path connects nothing: the client's handshake goes unanswered.
                     let _ = stall_rx.wait_for(|s| !*s).await;
@@ -40,14 +37,13 @@ impl Proxy {
                     };
                     let _ = client.set_nodelay(true);
                     let _ = server.set_nodelay(true);
-                    pipe(client, server, pattern, cut_rx, stall_rx).await;
+                    pipe(client, server, pattern, stall_rx).await;
                 });
             }
         });
         Proxy {
             addr,
             cut_on,
-            cut_now,
             stalled,
             task,
         }
@@ -57,11 +53,6 @@ impl Proxy {
     /// bytes are forwarded.
     pub fn cut_when_client_sends(&self, pattern: &[u8]) {
         *self.cut_on.lock().expect("lock") = Some(pattern.to_vec());
-    }
-
-    /// Cuts every open connection now.
-    pub fn cut_all(&self) {
-        self.cut_now.send_modify(|n| *n += 1);
     }
 
     /// Stops forwarding anything, open connections and new ones alike, closing nothing.
@@ -85,24 +76,20 @@ async fn pipe(
     mut client: TcpStream,
     mut server: TcpStream,
     cut_on: Arc<Mutex<Option<Vec<u8>>>>,
-    mut cut_now: watch::Receiver<u64>,
     mut stalled: watch::Receiver<bool>,
 ) {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let mut up = [0u8; 16384];
     let mut down = [0u8; 16384];
-    cut_now.borrow_and_update();
     loop {
         if *stalled.borrow_and_update() {
-            tokio::select! {
-                _ = cut_now.changed() => return,
-                r = stalled.changed() => if r.is_err() { return },
+            if stalled.changed().await.is_err() {
+                return;
             }
             continue;
         }
         tokio::select! {
-            _ = cut_now.changed() => return,
             r = stalled.changed() => if r.is_err() { return },
             n = cr.read(&mut up) => {
                 let Ok(n @ 1..) = n else { return };

@@ -2,14 +2,12 @@
 //! warning for an unguarded listener beyond loopback, read-only mode, and the per-connection
 //! stream limit.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::future::join_all;
 use pgsidecar::proto::transaction_response::Event;
 use pgsidecar::proto::{BeginTransaction, statement_result::Outcome};
-use support::*;
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;

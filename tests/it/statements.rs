@@ -2,13 +2,11 @@
 //! LRU whose evictions close server-side statements, and schema changes under load that
 //! clients never see.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use futures_util::future::join_all;
 use pgsidecar::proto::PoolStatusRequest;
-use support::*;
 
 #[tokio::test]
 async fn the_cache_is_a_bounded_lru_that_closes_what_it_evicts() {

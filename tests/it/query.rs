@@ -1,12 +1,10 @@
 //! Query end to end: rows and columns, command tags and counts, max_rows, execution info,
 //! statement reuse, response limits, priorities, and PoolStatus's live pool figures.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use pgsidecar::proto::{PoolStatusRequest, Priority, QueryRequest};
-use support::*;
 use tonic::Code;
 
 #[tokio::test]

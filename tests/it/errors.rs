@@ -2,12 +2,10 @@
 //! the SQLSTATE and Postgres's fields, BadRequest naming the field, RetryInfo where a retry
 //! helps, and clear INVALID_ARGUMENT for malformed requests.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use pgsidecar::proto::{QueryRequest, Value};
-use support::*;
 use tonic::Code;
 use tonic_types::StatusExt;
 

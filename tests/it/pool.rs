@@ -3,15 +3,13 @@
 //! reaching PostgreSQL, safe retries, session hygiene, killed backends, and a restart of a
 //! private cluster under load.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::cluster::TempCluster;
+use crate::support::*;
 use futures_util::future::join_all;
 use pgsidecar::proto::data_access_client::DataAccessClient;
 use pgsidecar::proto::{PoolStatusRequest, Priority, QueryRequest};
-use support::cluster::TempCluster;
-use support::*;
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;

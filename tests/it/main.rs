@@ -1,0 +1,20 @@
+//! The integration tests, one binary (as tokio-postgres's `tests/test/main.rs`): each
+//! module drives the real pgsidecar binary over gRPC against a real PostgreSQL, sharing
+//! `support` (the sidecar launcher, a temporary cluster, a fault-injecting TCP proxy).
+
+mod support;
+
+mod codec;
+mod errors;
+mod faults;
+mod hygiene;
+mod observability;
+mod pool;
+mod query;
+mod roundtrip;
+mod security;
+mod server;
+mod statements;
+mod stream;
+mod tls;
+mod transaction;
