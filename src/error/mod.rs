@@ -7,7 +7,7 @@ mod sqlstate_names;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio_postgres::error::DbError;
+use tokio_postgres::error::{DbError, SqlState};
 use tonic::Code;
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -110,37 +110,58 @@ pub fn condition_name(code: &str) -> String {
         .unwrap_or_else(|_| format!("SQLSTATE_{code}"))
 }
 
+/// API.md's table for single conditions; the rest go by class.
+const EXACT: &[(SqlState, Code)] = &[
+    (SqlState::T_R_SERIALIZATION_FAILURE, Code::Aborted),
+    (SqlState::T_R_DEADLOCK_DETECTED, Code::Aborted),
+    (SqlState::UNIQUE_VIOLATION, Code::AlreadyExists),
+    (
+        SqlState::IN_FAILED_SQL_TRANSACTION,
+        Code::FailedPrecondition,
+    ),
+    (SqlState::UNDEFINED_TABLE, Code::NotFound),
+    (SqlState::UNDEFINED_COLUMN, Code::NotFound),
+    (SqlState::UNDEFINED_FUNCTION, Code::NotFound),
+    (SqlState::UNDEFINED_DATABASE, Code::NotFound),
+    (SqlState::INVALID_SCHEMA_NAME, Code::NotFound),
+    (SqlState::INVALID_CURSOR_NAME, Code::NotFound),
+    (SqlState::INVALID_SQL_STATEMENT_NAME, Code::NotFound),
+    (SqlState::NO_DATA_FOUND, Code::NotFound),
+    (SqlState::INSUFFICIENT_PRIVILEGE, Code::PermissionDenied),
+    // A write in read-only mode (or on a hot standby) is refused, not malformed.
+    (SqlState::READ_ONLY_SQL_TRANSACTION, Code::PermissionDenied),
+    (SqlState::NUMERIC_VALUE_OUT_OF_RANGE, Code::OutOfRange),
+    (SqlState::ADMIN_SHUTDOWN, Code::Unavailable),
+    (SqlState::CRASH_SHUTDOWN, Code::Unavailable),
+    (SqlState::CANNOT_CONNECT_NOW, Code::Unavailable),
+    (SqlState::FEATURE_NOT_SUPPORTED, Code::Unimplemented),
+    (SqlState::INTERNAL_ERROR, Code::Internal),
+];
+
 /// The gRPC code for a SQLSTATE: API.md's table, and for codes it does not list, the code a
 /// client would act on the same way.
 pub fn code_for_sqlstate(code: &str, message: &str) -> Code {
-    let class = code.get(..2).unwrap_or("");
-    match code {
-        "40001" | "40P01" => Code::Aborted,
-        "23505" => Code::AlreadyExists,
-        "25P02" => Code::FailedPrecondition,
-        "42P01" | "42703" | "42883" | "3D000" | "3F000" | "34000" | "26000" | "P0002" => {
-            Code::NotFound
-        }
-        // A write in read-only mode (or on a hot standby) is refused, not malformed.
-        "42501" | "25006" => Code::PermissionDenied,
-        "22003" => Code::OutOfRange,
+    let state = SqlState::from_code(code);
+    if state == SqlState::QUERY_CANCELED {
         // statement_timeout expiring is a deadline; a cancel request is a cancel.
-        "57014" if message.contains("statement timeout") => Code::DeadlineExceeded,
-        "57014" => Code::Cancelled,
-        "57P01" | "57P02" | "57P03" => Code::Unavailable,
-        "0A000" => Code::Unimplemented,
-        "XX000" => Code::Internal,
-        _ => match class {
-            "23" | "55" | "25" | "2B" | "2D" | "3B" | "24" | "27" | "2F" | "38" | "39" | "44"
-            | "20" | "P0" => Code::FailedPrecondition,
-            "28" | "0L" | "0P" => Code::PermissionDenied,
-            "42" | "22" | "21" | "54" | "0B" | "0F" | "0Z" => Code::InvalidArgument,
-            "53" => Code::ResourceExhausted,
-            "08" | "57" | "58" | "HV" => Code::Unavailable,
-            "40" => Code::Aborted,
-            "XX" | "F0" => Code::Internal,
-            _ => Code::Unknown,
-        },
+        return match message.contains("statement timeout") {
+            true => Code::DeadlineExceeded,
+            false => Code::Cancelled,
+        };
+    }
+    if let Some((_, grpc)) = EXACT.iter().find(|(s, _)| *s == state) {
+        return *grpc;
+    }
+    match code.get(..2).unwrap_or("") {
+        "23" | "55" | "25" | "2B" | "2D" | "3B" | "24" | "27" | "2F" | "38" | "39" | "44"
+        | "20" | "P0" => Code::FailedPrecondition,
+        "28" | "0L" | "0P" => Code::PermissionDenied,
+        "42" | "22" | "21" | "54" | "0B" | "0F" | "0Z" => Code::InvalidArgument,
+        "53" => Code::ResourceExhausted,
+        "08" | "57" | "58" | "HV" => Code::Unavailable,
+        "40" => Code::Aborted,
+        "XX" | "F0" => Code::Internal,
+        _ => Code::Unknown,
     }
 }
 

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use tokio::time::timeout_at;
+use tokio_postgres::error::SqlState;
 use tonic::{Request, Response, Status};
 
 use super::State;
@@ -70,13 +71,24 @@ fn retryable(failed: &Failed, idempotent: bool) -> bool {
     let connection_lost = match e.as_db_error() {
         None => true,
         Some(db) => {
-            let code = db.code().code();
-            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+            let code = db.code();
+            // Class 08 is connection exceptions: no constant names a class.
+            code.code().starts_with("08")
+                || [
+                    SqlState::ADMIN_SHUTDOWN,
+                    SqlState::CRASH_SHUTDOWN,
+                    SqlState::CANNOT_CONNECT_NOW,
+                ]
+                .contains(code)
         }
     };
-    let conflict = e
-        .as_db_error()
-        .is_some_and(|db| matches!(db.code().code(), "40001" | "40P01"));
+    let conflict = e.as_db_error().is_some_and(|db| {
+        [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+        ]
+        .contains(db.code())
+    });
     (connection_lost && !failed.may_have_run) || (idempotent && (connection_lost || conflict))
 }
 

@@ -82,7 +82,6 @@ struct Served {
 }
 
 /// Runs the statement and streams its rows; `Ok(None)` when the client went away.
-
 async fn run(
     state: &State,
     req: &QueryRequest,

@@ -1,0 +1,139 @@
+//! Getting a statement under way on one connection: found in (or prepared into) the
+//! connection's statement cache with what every execution needs worked out once, its
+//! parameters bound, its execution sent; and whether a failure may have run it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_postgres::error::SqlState;
+
+use super::Spec;
+use crate::codec::{bind_params, column_of, needs_server_text};
+use crate::error::Error;
+use crate::pool::{Conn, Prepared};
+use crate::sql::{command_tag, session};
+
+/// Finds `sql` in the connection's statement cache, or prepares it there, working out once
+/// what every later execution needs. Returns the statement and whether it was cached.
+async fn prepare(conn: &Conn, sql: &str) -> Result<(Arc<Prepared>, bool), tokio_postgres::Error> {
+    if let Some(p) = conn.statements().get(sql) {
+        return Ok((p, true));
+    }
+    let statement = conn.prepare(sql).await?;
+    let prepared = Arc::new(Prepared {
+        columns: statement.columns().iter().map(column_of).collect(),
+        needs_server_text: statement
+            .columns()
+            .iter()
+            .any(|c| needs_server_text(c.type_())),
+        changes_session: session::may_change_session(sql),
+        report_key: crate::sql::fingerprint::key_of(sql),
+        tag: command_tag::shape(sql),
+        sql: sql.into(),
+        statement,
+    });
+    conn.statements().insert(prepared.clone());
+    Ok((prepared, false))
+}
+
+/// PostgreSQL's word that a cached statement no longer fits the schema ("cached plan must
+/// not change result type") or no longer exists: it did not run, so it can be prepared
+/// afresh and sent again.
+fn stale_statement(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code();
+        *code == SqlState::INVALID_SQL_STATEMENT_NAME
+            || (*code == SqlState::FEATURE_NOT_SUPPORTED && db.message().contains("cached plan"))
+    })
+}
+
+/// A statement that failed, and whether it may have run in PostgreSQL: what decides if it
+/// can be sent again.
+#[derive(Debug)]
+pub struct Failed {
+    /// The error.
+    pub error: Error,
+    /// False when it failed before its execution was sent (prepare, bind, a connection
+    /// already closed): running it again cannot run it twice.
+    pub may_have_run: bool,
+}
+
+impl<E: Into<Error>> From<E> for Failed {
+    /// Errors by default count as "may have run": the safe assumption.
+    fn from(e: E) -> Self {
+        Failed {
+            error: e.into(),
+            may_have_run: true,
+        }
+    }
+}
+
+fn not_run(e: impl Into<Error>) -> Failed {
+    Failed {
+        error: e.into(),
+        may_have_run: false,
+    }
+}
+
+/// A statement whose execution has been sent: its rows are read from `rows`.
+pub struct Started {
+    /// The result rows as PostgreSQL sends them.
+    pub rows: tokio_postgres::RowStream,
+    /// The statement and what is known about it.
+    pub prepared: Arc<Prepared>,
+    /// The statement was already prepared on this connection.
+    pub cached: bool,
+    /// When execution was sent.
+    pub at: Instant,
+}
+
+/// Prepares (or finds), binds and sends `spec` for execution. A cached statement the
+/// schema changed under is dropped, prepared afresh and sent once more.
+pub async fn start(conn: &Conn, spec: &Spec<'_>) -> Result<Started, Failed> {
+    let (prepared, cached) = prepare(conn, spec.sql).await.map_err(not_run)?;
+    match send(conn, &prepared, spec).await {
+        Err(Failed {
+            error: Error::Postgres(e),
+            ..
+        }) if cached && stale_statement(&e) => {
+            conn.statements().invalidate(spec.sql);
+            let (prepared, _) = prepare(conn, spec.sql).await.map_err(not_run)?;
+            let (rows, at) = send(conn, &prepared, spec).await?;
+            Ok(Started {
+                rows,
+                prepared,
+                cached: false,
+                at,
+            })
+        }
+        sent => {
+            let (rows, at) = sent?;
+            Ok(Started {
+                rows,
+                prepared,
+                cached,
+                at,
+            })
+        }
+    }
+}
+
+/// Binds the parameters and sends the execution.
+async fn send(
+    conn: &Conn,
+    prepared: &Prepared,
+    spec: &Spec<'_>,
+) -> Result<(tokio_postgres::RowStream, Instant), Failed> {
+    let params = bind_params(prepared.statement.params(), spec.params).map_err(not_run)?;
+    let at = Instant::now();
+    // A connection already closed sends nothing: tokio-postgres fails the request locally.
+    let closed_before = conn.is_closed();
+    let rows = conn
+        .query_raw(&prepared.statement, params.iter())
+        .await
+        .map_err(|e| Failed {
+            may_have_run: !closed_before,
+            error: e.into(),
+        })?;
+    Ok((rows, at))
+}
