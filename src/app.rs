@@ -107,10 +107,15 @@ impl Running {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
-    TcpListener::bind(addr)
+/// A bound listener and its real address (the port chosen when configured with port 0).
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ServerError> {
+    let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| ServerError::Bind { addr, source })
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    Ok((listener, bound))
 }
 
 /// Binds the listeners and starts serving; returns once both listen.
@@ -121,20 +126,8 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let health = Health::new(reporter);
     health.start_serving().await;
 
-    let grpc_listener = bind(config.grpc_addr).await?;
-    let http_listener = bind(config.http_addr).await?;
-    let grpc_addr = grpc_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.grpc_addr,
-            source,
-        })?;
-    let http_addr = http_listener
-        .local_addr()
-        .map_err(|source| ServerError::Bind {
-            addr: config.http_addr,
-            source,
-        })?;
+    let (grpc_listener, grpc_addr) = bind(config.grpc_addr).await?;
+    let (http_listener, http_addr) = bind(config.http_addr).await?;
 
     let (stopping_tx, stopping) = watch::channel(false);
     let state = Arc::new(State {
@@ -144,6 +137,85 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         pools: pools.clone(),
         health: health.clone(),
     });
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Sent once health has flipped: the listeners stop and connections get GOAWAY.
+    let (drain_tx, drain_rx) = watch::channel(false);
+    spawn_pool_tasks(&config, &pools, &health, &shutdown_rx);
+
+    let grpc = grpc_server(
+        &config,
+        &state,
+        health_service,
+        grpc_listener,
+        drain_rx.clone(),
+    )?;
+    let http = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/pool", get(pool_json))
+        .with_state(state.clone());
+    let http = axum::serve(http_listener, http).with_graceful_shutdown(wait_for(drain_rx));
+
+    let drain = Drain {
+        grace: config.shutdown_grace,
+        health,
+        pools,
+        stopping: stopping_tx,
+        drain: drain_tx,
+    };
+    let task = tokio::spawn(drain.run(
+        shutdown_rx,
+        tokio::spawn(grpc),
+        tokio::spawn(async move { http.await.map_err(ServerError::Http) }),
+    ));
+    tracing::info!(%grpc_addr, %http_addr, "pgsidecar listening");
+    Ok(Running {
+        grpc_addr,
+        http_addr,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+/// Prewarms the pools and then keeps probing (readiness waits for the minimum to be open),
+/// and runs pool maintenance, until shutdown.
+fn spawn_pool_tasks(
+    config: &Config,
+    pools: &Pools,
+    health: &Health,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let (pools_, health, stop) = (pools.clone(), health.clone(), shutdown.clone());
+    let interval = config.health_check_interval;
+    tokio::spawn(async move {
+        match pools_.prewarm().await {
+            Ok(n) => tracing::info!(connections = n, "pools prewarmed"),
+            Err(e) => tracing::warn!(error = %e, "prewarm failed; will keep probing"),
+        }
+        health.run_probe(pools_, interval, stop).await;
+    });
+    // Often enough that an idle timeout is honoured within about a second of its due.
+    let every = config.idle_timeout.min(std::time::Duration::from_secs(1));
+    tokio::spawn(pools.clone().run_maintenance(
+        every,
+        config.idle_timeout,
+        config.max_lifetime,
+        shutdown.clone(),
+    ));
+}
+
+/// The gRPC server, serving until `drain`: DataAccess behind bearer-token auth, health,
+/// reflection, the metrics and oversized-request layers, TLS when configured.
+fn grpc_server<H: tonic_health::pb::health_server::Health>(
+    config: &Config,
+    state: &Arc<State>,
+    health_service: tonic_health::pb::health_server::HealthServer<H>,
+    listener: TcpListener,
+    drain: watch::Receiver<bool>,
+) -> Result<impl Future<Output = Result<(), tonic::transport::Error>> + use<H>, ServerError> {
+    let grpc_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+        addr: config.grpc_addr,
+        source,
+    })?;
     let limit = config.limits.max_message_bytes;
     let data_access = DataAccessServer::new(DataAccessService::new(state.clone()))
         .max_decoding_message_size(limit)
@@ -166,41 +238,13 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     } else {
         (None, None)
     };
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    // Sent once health has flipped: the listeners stop and connections get GOAWAY.
-    let (drain_tx, drain_rx) = watch::channel(false);
-
-    // Warm the pools, then keep probing: readiness waits for the minimum to be open.
-    {
-        let (pools, health, stop) = (pools.clone(), health.clone(), shutdown_rx.clone());
-        let interval = config.health_check_interval;
-        tokio::spawn(async move {
-            match pools.prewarm().await {
-                Ok(n) => tracing::info!(connections = n, "pools prewarmed"),
-                Err(e) => tracing::warn!(error = %e, "prewarm failed; will keep probing"),
-            }
-            health.run_probe(pools, interval, stop).await;
-        });
-    }
-
-    {
-        // Often enough that an idle timeout is honoured within about a second of its due.
-        let every = config.idle_timeout.min(std::time::Duration::from_secs(1));
-        let task = pools.clone().run_maintenance(
-            every,
-            config.idle_timeout,
-            config.max_lifetime,
-            shutdown_rx.clone(),
-        );
-        tokio::spawn(task);
-    }
-
     let mut builder = Server::builder();
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(server_tls(tls)?)?;
     }
-    let grpc = builder
+    let oversized: fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> =
+        oversized_is_invalid_argument;
+    Ok(builder
         .tcp_nodelay(true)
         // No BDP pings: beside its app on loopback there is no bandwidth-delay product to
         // learn, and the pings cost a frame and a wakeup per burst (measured: c=32 select
@@ -213,53 +257,59 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .max_concurrent_streams(Some(config.limits.max_concurrent_streams))
         // Outermost: metrics see the status the client gets, after the mapping below.
         .layer(telemetry::grpc::GrpcMetricsLayer)
-        .layer(tower::util::MapResponseLayer::new(
-            oversized_is_invalid_argument,
-        ))
+        .layer(tower::util::MapResponseLayer::new(oversized))
         .add_service(health_service)
         .add_service(data_access)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            wait_for(drain_rx.clone()),
-        );
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            wait_for(drain),
+        ))
+}
 
-    let http = axum::Router::new()
-        .route("/metrics", get(metrics))
-        .route("/health/pool", get(pool_json))
-        .with_state(state.clone());
-    let http = axum::serve(http_listener, http).with_graceful_shutdown(wait_for(drain_rx));
+/// What the shutdown sequence works with.
+struct Drain {
+    grace: std::time::Duration,
+    health: Health,
+    pools: Pools,
+    /// Tells open streams that the grace period is nearly over.
+    stopping: watch::Sender<bool>,
+    /// Stops the listeners.
+    drain: watch::Sender<bool>,
+}
 
-    let grace = config.shutdown_grace;
-    let mut on_shutdown = shutdown_rx;
-    let task = tokio::spawn(async move {
-        let grpc = tokio::spawn(grpc);
-        let http = tokio::spawn(async move { http.await.map_err(ServerError::Http) });
+impl Drain {
+    /// Waits for the shutdown signal, then: health NOT_SERVING, listeners stopped, calls
+    /// given the grace period, streams still open near its end told why, CancelRequests
+    /// delivered, pools closed. A crashed server task is an error.
+    async fn run(
+        self,
+        mut on_shutdown: watch::Receiver<bool>,
+        grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+        http: JoinHandle<Result<(), ServerError>>,
+    ) -> Result<(), ServerError> {
         let _ = on_shutdown.wait_for(|stop| *stop).await;
         // Health flips first, so probes and Watch subscribers hear NOT_SERVING before
         // connections are told to go away; then the listeners stop and the drain begins.
-        health.shutting_down().await;
+        self.health.shutting_down().await;
         tokio::time::sleep(HEALTH_LEAD).await;
-        let _ = drain_tx.send(true);
+        let _ = self.drain.send(true);
         // Open transactions may finish within the grace period; those still open when
         // little of it is left are rolled back and told so (UNAVAILABLE SHUTTING_DOWN)
         // while the process can still answer them.
+        let grace = self.grace;
         let left = (grace / 5).min(std::time::Duration::from_secs(1));
+        let stopping = self.stopping;
         tokio::spawn(async move {
             tokio::time::sleep(grace - left).await;
-            let _ = stopping_tx.send(true);
+            let _ = stopping.send(true);
         });
-        let drained = tokio::time::timeout(grace, async {
-            let g = grpc.await;
-            let h = http.await;
-            (g, h)
-        })
-        .await;
+        let drained = tokio::time::timeout(grace, async { (grpc.await, http.await) }).await;
         // Statements stopped at the end of the grace period must hear their CancelRequest
         // before the process exits, or PostgreSQL runs them on, orphaned.
         crate::exec::cancels_delivered(std::time::Duration::from_secs(1)).await;
-        pools.close();
+        self.pools.close();
         match drained {
             Ok((g, h)) => {
                 joined("gRPC server", g.map(|r| r.map_err(ServerError::from)))?;
@@ -268,15 +318,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
             Err(_) => tracing::warn!(?grace, "shutdown grace period ended with calls in flight"),
         }
         Ok(())
-    });
-
-    tracing::info!(%grpc_addr, %http_addr, "pgsidecar listening");
-    Ok(Running {
-        grpc_addr,
-        http_addr,
-        shutdown: shutdown_tx,
-        task,
-    })
+    }
 }
 
 /// A listener beyond loopback serves whoever can reach it: say so when nothing guards it.

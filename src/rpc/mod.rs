@@ -29,7 +29,7 @@ pub mod checks {
     pub use crate::sql::command_tag::shape as command_tag_shape;
     pub use crate::sql::session::{may_change_session, transaction_control};
 }
-pub use status::Stats;
+pub use crate::telemetry::stats::Stats;
 
 /// Everything the RPCs share.
 pub struct State {

@@ -9,10 +9,10 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use super::deadline::Budget;
-use super::status::Record;
 use crate::error::Error;
 use crate::exec::{Executed, Failed, InFlight, Spec};
 use crate::proto::{Priority, QueryRequest, QueryResponse};
+use crate::telemetry::stats::Record;
 
 /// Checks what can be checked before a connection is taken.
 pub(super) fn validate(req: &QueryRequest, state: &State) -> Result<(), Error> {

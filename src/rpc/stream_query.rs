@@ -12,12 +12,12 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::deadline::Budget;
-use super::status::Record;
 use super::{BoxStream, State};
 use crate::error::Error;
 use crate::exec::{InFlight, Spec, decode_row, fill_server_text};
 use crate::pool::Lease;
 use crate::proto::{Priority, QueryRequest, QueryResponse};
+use crate::telemetry::stats::Record;
 
 /// Most rows in one message.
 const CHUNK_ROWS: usize = 1000;

@@ -13,7 +13,6 @@ use tokio::time::timeout;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::Record;
 use super::{BoxStream, State};
 use crate::error::Error;
 use crate::exec::{InFlight, Spec};
@@ -25,6 +24,7 @@ use crate::proto::{
     statement_result::Outcome,
 };
 use crate::sql::session;
+use crate::telemetry::stats::Record;
 
 /// Answers buffered ahead of a slow reader.
 const BUFFERED_RESPONSES: usize = 16;
@@ -269,82 +269,222 @@ async fn serve(
     if tx.send(event(Event::Begun(begun))).await.is_err() {
         return Ok(());
     }
+    let open = Open {
+        state,
+        tx,
+        pool,
+        idle,
+        until,
+        transaction_id,
+    };
+    open.serve(inbound, lease).await
+}
 
-    // The error that aborted the transaction, until a statement succeeds again (ROLLBACK TO
-    // SAVEPOINT): PostgreSQL refuses everything else meanwhile.
-    let mut aborted_by: Option<tonic_types::pb::Status> = None;
-    loop {
-        let request = match next(state, &mut inbound, tx, idle, until).await {
-            Next::Message(m) => m,
-            Next::End => {
-                // Half-closed without a commit: roll back and say so.
-                lease.end().await;
-                let _ = tx
-                    .send(event(Event::RolledBack(TransactionRolledBack {
-                        transaction_id,
-                        reason: "the stream ended without a commit".into(),
-                        error: None,
-                    })))
-                    .await;
-                return Ok(());
-            }
-            Next::Gone => return Ok(()),
-            Next::Idle => return Err(Error::TransactionIdleTimeout(idle)),
-            Next::Stopping => return Err(Error::ShuttingDown),
-            Next::TooLong => {
-                return Err(Error::TransactionTooLong(
-                    state.config.transaction_max_duration.unwrap_or_default(),
-                ));
-            }
-        };
-        match request.action {
-            None => {
-                return Err(Error::invalid(
-                    "action",
-                    "empty message: set exactly one action",
-                ));
-            }
-            Some(Action::Begin(_)) => {
-                return Err(Error::invalid(
-                    "action",
-                    "begin was already sent on this stream",
-                ));
-            }
-            Some(Action::Execute(stmt)) => {
-                let Some(result) =
-                    execute(state, lease, &stmt, pool, tx, until, &mut aborted_by).await?
-                else {
-                    return Ok(());
-                };
-                // A client that stops reading for the idle timeout is treated as gone.
-                let delivered = timeout(idle, tx.send(event(Event::Result(result)))).await;
-                if !matches!(delivered, Ok(Ok(()))) {
+/// A begun transaction and what serving it needs.
+struct Open<'a> {
+    state: &'a State,
+    tx: &'a Sender,
+    pool: &'static str,
+    idle: Duration,
+    /// When the maximum transaction duration ends it, if there is one.
+    until: Option<Instant>,
+    transaction_id: String,
+}
+
+impl Open<'_> {
+    /// Serves the stream after BEGIN: statements in order, then commit or rollback.
+    async fn serve(
+        self,
+        mut inbound: Streaming<TransactionRequest>,
+        lease: &mut Lease,
+    ) -> Result<(), Error> {
+        let Open {
+            state,
+            tx,
+            idle,
+            until,
+            ..
+        } = self;
+        let transaction_id = self.transaction_id.clone();
+        // The error that aborted the transaction, until a statement succeeds again (ROLLBACK TO
+        // SAVEPOINT): PostgreSQL refuses everything else meanwhile.
+        let mut aborted_by: Option<tonic_types::pb::Status> = None;
+        loop {
+            let request = match next(state, &mut inbound, tx, idle, until).await {
+                Next::Message(m) => m,
+                Next::End => {
+                    // Half-closed without a commit: roll back and say so.
+                    lease.end().await;
+                    let _ = tx
+                        .send(event(Event::RolledBack(TransactionRolledBack {
+                            transaction_id,
+                            reason: "the stream ended without a commit".into(),
+                            error: None,
+                        })))
+                        .await;
                     return Ok(());
                 }
-            }
-            Some(Action::Rollback(_)) => {
-                lease.outcome = "rolled_back";
-                lease.end().await;
-                let _ = tx
-                    .send(event(Event::RolledBack(TransactionRolledBack {
-                        transaction_id,
-                        reason: "rollback requested".into(),
-                        error: None,
-                    })))
-                    .await;
-                return refuse_trailing(&mut inbound);
-            }
-            Some(Action::Commit(_)) => {
-                let outcome = commit(lease, &transaction_id, aborted_by).await?;
-                lease.outcome = match outcome {
-                    Event::Committed(_) => "committed",
-                    _ => "rolled_back",
-                };
-                lease.end().await;
-                let _ = tx.send(event(outcome)).await;
-                return refuse_trailing(&mut inbound);
+                Next::Gone => return Ok(()),
+                Next::Idle => return Err(Error::TransactionIdleTimeout(idle)),
+                Next::Stopping => return Err(Error::ShuttingDown),
+                Next::TooLong => {
+                    return Err(Error::TransactionTooLong(
+                        state.config.transaction_max_duration.unwrap_or_default(),
+                    ));
+                }
+            };
+            match request.action {
+                None => {
+                    return Err(Error::invalid(
+                        "action",
+                        "empty message: set exactly one action",
+                    ));
+                }
+                Some(Action::Begin(_)) => {
+                    return Err(Error::invalid(
+                        "action",
+                        "begin was already sent on this stream",
+                    ));
+                }
+                Some(Action::Execute(stmt)) => {
+                    let Some(result) = self.execute(lease, &stmt, &mut aborted_by).await? else {
+                        return Ok(());
+                    };
+                    // A client that stops reading for the idle timeout is treated as gone.
+                    let delivered = timeout(idle, tx.send(event(Event::Result(result)))).await;
+                    if !matches!(delivered, Ok(Ok(()))) {
+                        return Ok(());
+                    }
+                }
+                Some(Action::Rollback(_)) => {
+                    lease.outcome = "rolled_back";
+                    lease.end().await;
+                    let _ = tx
+                        .send(event(Event::RolledBack(TransactionRolledBack {
+                            transaction_id,
+                            reason: "rollback requested".into(),
+                            error: None,
+                        })))
+                        .await;
+                    return refuse_trailing(&mut inbound);
+                }
+                Some(Action::Commit(_)) => {
+                    let outcome = commit(lease, &transaction_id, aborted_by).await?;
+                    lease.outcome = match outcome {
+                        Event::Committed(_) => "committed",
+                        _ => "rolled_back",
+                    };
+                    lease.end().await;
+                    let _ = tx.send(event(outcome)).await;
+                    return refuse_trailing(&mut inbound);
+                }
             }
         }
+    }
+
+    /// Runs one statement inside the transaction. `None` means the client went away meanwhile
+    /// (the statement was cancelled and the connection discarded).
+    async fn execute(
+        &self,
+        lease: &mut Lease,
+        stmt: &Statement,
+        aborted_by: &mut Option<tonic_types::pb::Status>,
+    ) -> Result<Option<StatementResult>, Error> {
+        let (state, tx, pool, until) = (self.state, self.tx, self.pool, self.until);
+        let answer = |outcome| {
+            Some(StatementResult {
+                request_id: stmt.request_id.clone(),
+                outcome: Some(outcome),
+            })
+        };
+        // Refused before sending: these leave the transaction as it was.
+        let refused = crate::exec::validate(&stmt.sql, &stmt.params, &state.config.limits)
+            .err()
+            .or_else(|| {
+                session::transaction_control(&stmt.sql).map(|cmd| {
+                    Error::invalid(
+                        "sql",
+                        format!(
+                            "{cmd} is not allowed here: use the begin, commit and rollback messages"
+                        ),
+                    )
+                })
+            });
+        if let Some(e) = refused {
+            return Ok(answer(Outcome::Error(e.to_rpc_status())));
+        }
+        let spec = Spec {
+            sql: &stmt.sql,
+            params: &stmt.params,
+            max_rows: stmt.max_rows,
+        };
+        let started = Instant::now();
+        let result = tokio::select! {
+            r = crate::exec::run(lease.client(), &spec, &state.config.limits) => r,
+            _ = tx.closed() => {
+                lease.abandon();
+                return Ok(None);
+            }
+            _ = crate::time::until(until) => {
+                lease.abandon();
+                return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
+            }
+            _ = state.stopping() => {
+                lease.abandon();
+                return Err(Error::ShuttingDown);
+            }
+        };
+        let (rows, cached, report_key) = result.as_ref().map_or((0, false, None), |e| {
+            (e.response.rows_affected, e.cached, Some(e.report_key))
+        });
+        state.stats.record(Record {
+            rpc: "Transaction",
+            pool,
+            sql: &stmt.sql,
+            took: started.elapsed(),
+            ok: result.is_ok(),
+            rows,
+            cached,
+            report_key,
+        });
+        Ok(match result {
+            Ok(executed) => {
+                *aborted_by = None;
+                lease.dirty |= executed.changes_session;
+                let mut response = executed.response;
+                response.info = Some(crate::exec::execution_info(
+                    pool,
+                    executed.cached,
+                    Duration::ZERO,
+                    executed.execution_time,
+                    1,
+                ));
+                answer(Outcome::Response(response))
+            }
+            Err(failed)
+                if matches!(
+                    failed.error,
+                    Error::ResponseTooLarge { .. } | Error::Decode(_)
+                ) =>
+            {
+                // The result was not read to its end, so its outcome (a late error, say) is
+                // unknown: the transaction cannot go on. Cancel, close, and say why.
+                lease.abandon();
+                return Err(failed.error);
+            }
+            Err(failed) => {
+                lease.dirty |= session::may_change_session(&stmt.sql);
+                if let Error::Postgres(e) = &failed.error {
+                    if e.as_db_error().is_none() {
+                        // The connection is gone, and the transaction with it.
+                        lease.open = false;
+                        return Err(failed.error);
+                    }
+                    aborted_by.get_or_insert_with(|| failed.error.to_rpc_status());
+                }
+                answer(Outcome::Error(failed.error.to_rpc_status()))
+            }
+        })
     }
 }
 
@@ -359,113 +499,6 @@ fn refuse_trailing(inbound: &mut Streaming<TransactionRequest>) -> Result<(), Er
         )),
         _ => Ok(()),
     }
-}
-
-/// Runs one statement inside the transaction. `None` means the client went away meanwhile
-/// (the statement was cancelled and the connection discarded).
-async fn execute(
-    state: &State,
-    lease: &mut Lease,
-    stmt: &Statement,
-    pool: &'static str,
-    tx: &Sender,
-    until: Option<Instant>,
-    aborted_by: &mut Option<tonic_types::pb::Status>,
-) -> Result<Option<StatementResult>, Error> {
-    let answer = |outcome| {
-        Some(StatementResult {
-            request_id: stmt.request_id.clone(),
-            outcome: Some(outcome),
-        })
-    };
-    // Refused before sending: these leave the transaction as it was.
-    let refused = crate::exec::validate(&stmt.sql, &stmt.params, &state.config.limits)
-        .err()
-        .or_else(|| {
-            session::transaction_control(&stmt.sql).map(|cmd| {
-                Error::invalid(
-                    "sql",
-                    format!(
-                        "{cmd} is not allowed here: use the begin, commit and rollback messages"
-                    ),
-                )
-            })
-        });
-    if let Some(e) = refused {
-        return Ok(answer(Outcome::Error(e.to_rpc_status())));
-    }
-    let spec = Spec {
-        sql: &stmt.sql,
-        params: &stmt.params,
-        max_rows: stmt.max_rows,
-    };
-    let started = Instant::now();
-    let result = tokio::select! {
-        r = crate::exec::run(lease.client(), &spec, &state.config.limits) => r,
-        _ = tx.closed() => {
-            lease.abandon();
-            return Ok(None);
-        }
-        _ = crate::time::until(until) => {
-            lease.abandon();
-            return Err(Error::TransactionTooLong(state.config.transaction_max_duration.unwrap_or_default()));
-        }
-        _ = state.stopping() => {
-            lease.abandon();
-            return Err(Error::ShuttingDown);
-        }
-    };
-    let (rows, cached, report_key) = result.as_ref().map_or((0, false, None), |e| {
-        (e.response.rows_affected, e.cached, Some(e.report_key))
-    });
-    state.stats.record(Record {
-        rpc: "Transaction",
-        pool,
-        sql: &stmt.sql,
-        took: started.elapsed(),
-        ok: result.is_ok(),
-        rows,
-        cached,
-        report_key,
-    });
-    Ok(match result {
-        Ok(executed) => {
-            *aborted_by = None;
-            lease.dirty |= executed.changes_session;
-            let mut response = executed.response;
-            response.info = Some(crate::exec::execution_info(
-                pool,
-                executed.cached,
-                Duration::ZERO,
-                executed.execution_time,
-                1,
-            ));
-            answer(Outcome::Response(response))
-        }
-        Err(failed)
-            if matches!(
-                failed.error,
-                Error::ResponseTooLarge { .. } | Error::Decode(_)
-            ) =>
-        {
-            // The result was not read to its end, so its outcome (a late error, say) is
-            // unknown: the transaction cannot go on. Cancel, close, and say why.
-            lease.abandon();
-            return Err(failed.error);
-        }
-        Err(failed) => {
-            lease.dirty |= session::may_change_session(&stmt.sql);
-            if let Error::Postgres(e) = &failed.error {
-                if e.as_db_error().is_none() {
-                    // The connection is gone, and the transaction with it.
-                    lease.open = false;
-                    return Err(failed.error);
-                }
-                aborted_by.get_or_insert_with(|| failed.error.to_rpc_status());
-            }
-            answer(Outcome::Error(failed.error.to_rpc_status()))
-        }
-    })
 }
 
 /// Commits, or rolls back a transaction that an error aborted. A lost connection during

@@ -3,6 +3,7 @@
 
 pub mod grpc;
 pub mod report;
+pub mod stats;
 
 use std::sync::OnceLock;
 use std::time::Duration;
