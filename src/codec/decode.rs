@@ -1,8 +1,8 @@
-//! Result cells → `Value`: each column type to its own case, and PostgreSQL's text form for
-//! types without one.
+//! Owns decoding result cells into `Value`s: each column type to its own case, and
+//! PostgreSQL's text form (from `text`) for types without one.
 //!
 //! tokio-postgres always asks for results in binary, so the text form of a type without a
-//! case (interval, inet, a composite, a range, ...) is rebuilt here from its binary form.
+//! case (interval, inet, a composite, a range, ...) is rebuilt from its binary form.
 //! Types whose binary form is not known here are flagged by [`needs_server_text`]; the caller
 //! asks PostgreSQL for their text instead of guessing.
 
@@ -11,7 +11,8 @@ use std::error::Error as StdError;
 use postgres_protocol::types as wire;
 use tokio_postgres::types::{FromSql, Kind, Type};
 
-use super::{PG_EPOCH_UNIX_MICROS, base_type, pgtext};
+use super::text::{self, text_form};
+use super::{PG_EPOCH_UNIX_MICROS, base_type};
 use crate::proto::{ArrayValue, Column, Value, value::Kind as V};
 
 /// A result cell that could not be decoded.
@@ -56,7 +57,7 @@ pub enum Decoded {
 
 /// How a type's binary form is read; one place, so [`needs_server_text`] and the decoders
 /// cannot disagree.
-enum Class<'t> {
+pub(super) enum Class<'t> {
     Bool,
     Int2,
     Int4,
@@ -89,7 +90,7 @@ enum Class<'t> {
     Unknown,
 }
 
-fn class(ty: &Type) -> Class<'_> {
+pub(super) fn class(ty: &Type) -> Class<'_> {
     let ty = base_type(ty);
     match ty.kind() {
         Kind::Enum(_) => return Class::Text,
@@ -185,7 +186,7 @@ fn value(ty: &Type, raw: &[u8]) -> Result<Value, DecodeError> {
         Class::Float4 => V::FloatValue(wire::float4_from_sql(raw).map_err(bad)?.into()),
         Class::Float8 => V::FloatValue(wire::float8_from_sql(raw).map_err(bad)?),
         Class::Numeric => {
-            V::NumericValue(pgtext::numeric_to_string(raw).map_err(|e| malformed(ty, e))?)
+            V::NumericValue(text::numeric_to_string(raw).map_err(|e| malformed(ty, e))?)
         }
         Class::Json | Class::VersionedText if *base_type(ty) != Type::JSONPATH => {
             V::JsonValue(text_form(ty, raw)?)
@@ -194,7 +195,7 @@ fn value(ty: &Type, raw: &[u8]) -> Result<Value, DecodeError> {
         Class::Uuid => V::UuidValue(text_form(ty, raw)?),
         Class::Date => {
             let days = wire::date_from_sql(raw).map_err(bad)?;
-            let text = pgtext::date_to_string(days);
+            let text = text::date_to_string(days);
             // BC dates and ±infinity do not fit "YYYY-MM-DD": they travel as text.
             if text.len() == 10 {
                 V::DateValue(text)
@@ -214,7 +215,7 @@ fn value(ty: &Type, raw: &[u8]) -> Result<Value, DecodeError> {
     }))
 }
 
-fn malformed(ty: &Type, e: impl std::fmt::Display) -> DecodeError {
+pub(super) fn malformed(ty: &Type, e: impl std::fmt::Display) -> DecodeError {
     DecodeError::Malformed {
         type_name: ty.name().to_owned(),
         reason: e.to_string(),
@@ -284,234 +285,6 @@ fn nest(dims: &[usize], cells: &mut impl Iterator<Item = Value>) -> ArrayValue {
     ArrayValue { values }
 }
 
-/// PostgreSQL's text output for a non-NULL value of a type decodable here. Sessions run with
-/// DateStyle ISO, IntervalStyle postgres and TimeZone UTC, which these forms assume.
-fn text_form(ty: &Type, raw: &[u8]) -> Result<String, DecodeError> {
-    let bad = |e: Box<dyn StdError + Sync + Send>| malformed(ty, e);
-    let bad_text = |e: pgtext::PgTextError| malformed(ty, e);
-    Ok(match class(ty) {
-        Class::Bool => if wire::bool_from_sql(raw).map_err(bad)? {
-            "t"
-        } else {
-            "f"
-        }
-        .to_owned(),
-        Class::Int2 => wire::int2_from_sql(raw).map_err(bad)?.to_string(),
-        Class::Int4 => wire::int4_from_sql(raw).map_err(bad)?.to_string(),
-        Class::Int8 => wire::int8_from_sql(raw).map_err(bad)?.to_string(),
-        Class::Oid => wire::oid_from_sql(raw).map_err(bad)?.to_string(),
-        Class::Float4 => float_text(wire::float4_from_sql(raw).map_err(bad)?.into(), 6),
-        Class::Float8 => float_text(wire::float8_from_sql(raw).map_err(bad)?, 15),
-        Class::Numeric => pgtext::numeric_to_string(raw).map_err(bad_text)?,
-        Class::Text | Class::Json => wire::text_from_sql(raw).map_err(bad)?.to_owned(),
-        Class::VersionedText => match raw.split_first() {
-            Some((1, text)) => wire::text_from_sql(text).map_err(bad)?.to_owned(),
-            _ => return Err(malformed(ty, "unknown format version")),
-        },
-        Class::Bytea => {
-            let mut s = String::with_capacity(2 + raw.len() * 2);
-            s.push_str("\\x");
-            for b in raw {
-                s.push_str(&format!("{b:02x}"));
-            }
-            s
-        }
-        Class::Uuid => {
-            let b = wire::uuid_from_sql(raw).map_err(bad)?;
-            let h: Vec<String> = b.iter().map(|x| format!("{x:02x}")).collect();
-            format!(
-                "{}-{}-{}-{}-{}",
-                h[0..4].concat(),
-                h[4..6].concat(),
-                h[6..8].concat(),
-                h[8..10].concat(),
-                h[10..16].concat()
-            )
-        }
-        Class::Char => {
-            let c = wire::char_from_sql(raw).map_err(bad)?;
-            char::from(c as u8).to_string()
-        }
-        Class::Date => pgtext::date_to_string(wire::date_from_sql(raw).map_err(bad)?),
-        Class::Time => pgtext::time_to_string(wire::time_from_sql(raw).map_err(bad)?),
-        Class::Timetz => pgtext::timetz_to_string(raw).map_err(bad_text)?,
-        Class::Timestamp => timestamp_text(wire::timestamp_from_sql(raw).map_err(bad)?, ""),
-        Class::Timestamptz => timestamp_text(wire::timestamp_from_sql(raw).map_err(bad)?, "+00"),
-        Class::Interval => pgtext::interval_to_string(raw).map_err(bad_text)?,
-        Class::Inet => pgtext::inet_to_string(raw).map_err(bad_text)?,
-        Class::Macaddr => pgtext::macaddr_to_string(raw).map_err(bad_text)?,
-        Class::Bits => pgtext::bits_to_string(raw).map_err(bad_text)?,
-        Class::PgLsn => pgtext::pg_lsn_to_string(raw).map_err(bad_text)?,
-        Class::Array(elem) => array_text(ty, elem, raw)?,
-        Class::Range(elem) => range_text(ty, elem, raw)?,
-        Class::Composite(fields) => composite_text(ty, &fields, raw)?,
-        Class::Unknown => return Err(malformed(ty, "no decoder for this type")),
-    })
-}
-
-/// float4/float8 as PostgreSQL prints them: the shortest exact digits, in exponent form when
-/// the decimal exponent is below -4 or at least `digits` (FLT_DIG / DBL_DIG).
-fn float_text(v: f64, digits: i32) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "Infinity" } else { "-Infinity" }.into();
-    }
-    // float4 values are printed with float4's shortest digits, not f64's.
-    let sci = if digits == 6 {
-        format!("{:e}", v as f32)
-    } else {
-        format!("{v:e}")
-    };
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    if v != 0.0 && (exp < -4 || exp >= digits) {
-        let sign = if exp < 0 { '-' } else { '+' };
-        format!("{mantissa}e{sign}{:02}", exp.abs())
-    } else if digits == 6 {
-        (v as f32).to_string()
-    } else {
-        v.to_string()
-    }
-}
-
-/// timestamp / timestamptz (UTC session) text: `2024-01-02 03:04:05.5+00`, BC after the time.
-fn timestamp_text(micros: i64, zone: &str) -> String {
-    match micros {
-        i64::MAX => return "infinity".into(),
-        i64::MIN => return "-infinity".into(),
-        _ => {}
-    }
-    let days = micros.div_euclid(86_400_000_000);
-    let time = pgtext::time_to_string(micros.rem_euclid(86_400_000_000));
-    let date = pgtext::date_to_string(days as i32);
-    match date.strip_suffix(" BC") {
-        Some(d) => format!("{d} {time}{zone} BC"),
-        None => format!("{date} {time}{zone}"),
-    }
-}
-
-fn array_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, DecodeError> {
-    use fallible_iterator::FallibleIterator;
-    let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
-    let dims: Vec<(usize, i32)> = arr
-        .dimensions()
-        .map(|d| Ok((usize::try_from(d.len).unwrap_or(0), d.lower_bound)))
-        .collect()
-        .map_err(|e| malformed(ty, e))?;
-    let cells: Vec<Option<String>> = arr
-        .values()
-        .map_err(|e| malformed(ty, e))
-        .map(|cell| cell.map(|raw| text_form(elem, raw)).transpose())
-        .collect()?;
-    if dims.is_empty() {
-        return Ok("{}".into());
-    }
-    let mut out = String::new();
-    // Non-default lower bounds are part of the text form: "[0:1]={a,b}".
-    if dims.iter().any(|&(_, lower)| lower != 1) {
-        for &(len, lower) in &dims {
-            out.push_str(&format!("[{lower}:{}]", i64::from(lower) + len as i64 - 1));
-        }
-        out.push('=');
-    }
-    let lens: Vec<usize> = dims.iter().map(|&(len, _)| len).collect();
-    let mut cells = cells.into_iter();
-    write_array_level(&lens, &mut cells, &mut out);
-    Ok(out)
-}
-
-fn write_array_level(
-    dims: &[usize],
-    cells: &mut impl Iterator<Item = Option<String>>,
-    out: &mut String,
-) {
-    out.push('{');
-    let (len, rest) = match dims {
-        [len, rest @ ..] => (*len, rest),
-        [] => (0, &[][..]),
-    };
-    for i in 0..len {
-        if i > 0 {
-            out.push(',');
-        }
-        if rest.is_empty() {
-            match cells.next().flatten() {
-                Some(text) => pgtext::quote_array_element(&text, out),
-                None => out.push_str("NULL"),
-            }
-        } else {
-            write_array_level(rest, cells, out);
-        }
-    }
-    out.push('}');
-}
-
-fn range_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, DecodeError> {
-    use wire::{Range, RangeBound};
-    let range = wire::range_from_sql(raw).map_err(|e| malformed(ty, e))?;
-    let Range::Nonempty(lower, upper) = range else {
-        return Ok("empty".into());
-    };
-    let mut out = String::new();
-    let bound = |b: &RangeBound<Option<&[u8]>>, out: &mut String| -> Result<(), DecodeError> {
-        match b {
-            RangeBound::Inclusive(Some(v)) | RangeBound::Exclusive(Some(v)) => {
-                pgtext::quote_composite_field(&text_form(elem, v)?, out);
-            }
-            _ => {}
-        }
-        Ok(())
-    };
-    out.push(if matches!(lower, RangeBound::Inclusive(_)) {
-        '['
-    } else {
-        '('
-    });
-    bound(&lower, &mut out)?;
-    out.push(',');
-    bound(&upper, &mut out)?;
-    out.push(if matches!(upper, RangeBound::Inclusive(_)) {
-        ']'
-    } else {
-        ')'
-    });
-    Ok(out)
-}
-
-/// Composite binary form: field count, then per field its type OID, length (-1 for NULL)
-/// and bytes. Text form: `(1,"a b",)` with NULL fields left empty.
-fn composite_text(ty: &Type, fields: &[&Type], raw: &[u8]) -> Result<String, DecodeError> {
-    let mut buf = raw;
-    let mut take = |n: usize| -> Result<&[u8], DecodeError> {
-        if buf.len() < n {
-            return Err(malformed(ty, "truncated record"));
-        }
-        let (head, tail) = buf.split_at(n);
-        buf = tail;
-        Ok(head)
-    };
-    let count = i32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
-    if usize::try_from(count).ok() != Some(fields.len()) {
-        return Err(malformed(ty, "field count differs from the type"));
-    }
-    let mut out = String::from("(");
-    for (i, field) in fields.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        take(4)?; // field type OID: the type's own field list is authoritative
-        let len = i32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
-        if let Ok(len) = usize::try_from(len) {
-            let text = text_form(field, take(len)?)?;
-            pgtext::quote_composite_field(&text, &mut out);
-        }
-    }
-    out.push(')');
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
@@ -542,27 +315,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn floats_print_like_postgres() {
-        let cases: &[(f64, i32, &str)] = &[
-            (1.0, 15, "1"),
-            (-0.5, 15, "-0.5"),
-            (0.0001, 15, "0.0001"),
-            (0.00001, 15, "1e-05"),
-            (1e15, 15, "1e+15"),
-            (123456789012345.0, 15, "123456789012345"),
-            (1.7976931348623157e308, 15, "1.7976931348623157e+308"),
-            (f64::NAN, 15, "NaN"),
-            (f64::NEG_INFINITY, 15, "-Infinity"),
-            (1.5, 6, "1.5"),
-            (1234567.0, 6, "1.234567e+06"),
-            (0.1f32 as f64, 6, "0.1"),
-        ];
-        for &(v, digits, want) in cases {
-            assert_eq!(float_text(v, digits), want, "{v}");
-        }
-    }
-
-    #[test]
     fn timestamps_outside_protobuf_range_are_none() {
         assert!(protobuf_timestamp(i64::MAX).is_none());
         assert!(protobuf_timestamp(i64::MIN).is_none());
@@ -570,11 +322,5 @@ mod tests {
         assert_eq!((ts.seconds, ts.nanos), (946_684_800, 0));
         let ts = protobuf_timestamp(-1).expect("just before 2000 fits");
         assert_eq!((ts.seconds, ts.nanos), (946_684_799, 999_999_000));
-    }
-
-    #[test]
-    fn timestamp_text_places_bc_after_the_time() {
-        assert_eq!(timestamp_text(0, "+00"), "2000-01-01 00:00:00+00");
-        assert_eq!(timestamp_text(i64::MAX, ""), "infinity");
     }
 }

@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use postgres_protocol::{IsNull as WireNull, types as wire};
 use tokio_postgres::types::{Format, IsNull, Kind, ToSql, Type};
 
-use super::{PG_EPOCH_UNIX_MICROS, base_type, is_text_like, pgtext};
+use super::{PG_EPOCH_UNIX_MICROS, base_type, is_text_like, text};
 use crate::proto::{Value, value::Kind as V};
 
 /// A parameter that cannot be bound to the type PostgreSQL inferred for it.
@@ -237,7 +237,7 @@ fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError>
             binary(|buf| wire::timestamp_to_sql(micros, buf))
         }
         V::DateValue(s) if *ty == Type::DATE => {
-            let days = pgtext::date_from_str(s).map_err(|e| invalid(field, e.to_string()))?;
+            let days = text::date_from_str(s).map_err(|e| invalid(field, e.to_string()))?;
             binary(|buf| wire::date_to_sql(days, buf))
         }
         V::UuidValue(s) if *ty == Type::UUID => {
@@ -291,7 +291,7 @@ fn bind_int(ty: &Type, n: i128, field: &str) -> Option<Result<Param, BindError>>
 }
 
 fn numeric(s: &str, field: &str) -> Result<Param, BindError> {
-    pgtext::numeric_from_str(s)
+    text::numeric_from_str(s)
         .map(Param::Binary)
         .map_err(|e| invalid(field, format!("{s:?} is not a valid numeric: {e}")))
 }
@@ -459,29 +459,9 @@ fn text_array(dims: &[usize], cells: &[(Param, String)], field: &str) -> Result<
         .collect::<Result<_, _>>()?;
     let mut out = String::new();
     let mut it = texts.into_iter();
-    write_level(dims, &mut it, &mut out);
+    text::write_array_literal(dims, &mut it, &mut out);
     let _ = field;
     Ok(Param::Text(out))
-}
-
-fn write_level(dims: &[usize], cells: &mut impl Iterator<Item = Option<String>>, out: &mut String) {
-    out.push('{');
-    if let [len, rest @ ..] = dims {
-        for i in 0..*len {
-            if i > 0 {
-                out.push(',');
-            }
-            if rest.is_empty() {
-                match cells.next().flatten() {
-                    Some(s) => pgtext::quote_array_element(&s, out),
-                    None => out.push_str("NULL"),
-                }
-            } else {
-                write_level(rest, cells, out);
-            }
-        }
-    }
-    out.push('}');
 }
 
 #[cfg(test)]
@@ -522,5 +502,27 @@ mod tests {
         assert!(err.field().starts_with("params[0]"), "{}", err.field());
         let mixed = arr(vec![arr(vec![int(1)]), int(2)]);
         assert!(bind_params(&[Type::INT4_ARRAY], &[mixed]).is_err());
+    }
+
+    #[test]
+    fn text_elements_of_a_non_text_array_bind_as_one_literal() {
+        let text = |s: &str| Value {
+            kind: Some(V::TextValue(s.to_owned())),
+        };
+        let null = Value {
+            kind: Some(V::NullValue(0)),
+        };
+        let arr = |values: Vec<Value>| Value {
+            kind: Some(V::ArrayValue(crate::proto::ArrayValue { values })),
+        };
+        let nested = arr(vec![
+            arr(vec![text("10.0.0.1"), null.clone()]),
+            arr(vec![text("::1"), text("a b")]),
+        ]);
+        let bound = bind_params(&[Type::INET_ARRAY], &[nested]).unwrap();
+        let [Param::Text(literal)] = bound.as_slice() else {
+            panic!("expected one text parameter, got {bound:?}");
+        };
+        assert_eq!(literal, r#"{{10.0.0.1,NULL},{::1,"a b"}}"#);
     }
 }

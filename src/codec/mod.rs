@@ -3,7 +3,10 @@
 
 mod decode;
 mod encode;
-pub mod pgtext;
+pub mod text;
+
+/// The former path of [`text`], still used by tests/ and fuzz/.
+pub use self::text as pgtext;
 
 pub use decode::{DecodeError, Decoded, RawCell, column_of, decode_cell, needs_server_text};
 pub use encode::{BindError, Param, bind_params};

@@ -1,0 +1,255 @@
+//! Owns the literal forms of arrays, ranges and records: element and field quoting, the one
+//! array-literal writer, and their text output rebuilt from binary.
+
+use postgres_protocol::types as wire;
+use tokio_postgres::types::Type;
+
+use super::super::decode::{DecodeError, malformed};
+use super::{is_c_space, text_form};
+
+/// Appends one record_out field: quoted if empty or containing `"\(),` or whitespace, with `"` and `\` doubled.
+///
+/// A NULL field is printed as nothing at all; the caller handles that (it never reaches here).
+pub fn quote_composite_field(s: &str, out: &mut String) {
+    let quote = s.is_empty()
+        || s.chars()
+            .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || is_c_space(c));
+    if quote {
+        out.push('"');
+    }
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    if quote {
+        out.push('"');
+    }
+}
+
+/// Appends one array_out element: quoted if empty, `NULL` in any case, or containing `{}",\` or whitespace; `"` and `\` get a backslash.
+///
+/// A NULL element is the bare word `NULL`, which the caller writes (it never reaches here).
+pub fn quote_array_element(s: &str, out: &mut String) {
+    let quote = s.is_empty()
+        || s.eq_ignore_ascii_case("NULL")
+        || s.chars()
+            .any(|c| matches!(c, '{' | '}' | '"' | ',' | '\\') || is_c_space(c));
+    if quote {
+        out.push('"');
+    }
+    for c in s.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    if quote {
+        out.push('"');
+    }
+}
+
+/// Appends the array literal `{a,"b c",NULL}` (nested `{{..},{..}}` per dimension) for
+/// `dims` lengths, outermost first, taking elements in row-major order; `None` is NULL.
+///
+/// The one writer for both directions: array text output (decode) and array parameters
+/// that must go as a literal (encode).
+pub(crate) fn write_array_literal(
+    dims: &[usize],
+    cells: &mut impl Iterator<Item = Option<String>>,
+    out: &mut String,
+) {
+    out.push('{');
+    if let [len, rest @ ..] = dims {
+        for i in 0..*len {
+            if i > 0 {
+                out.push(',');
+            }
+            if rest.is_empty() {
+                match cells.next().flatten() {
+                    Some(text) => quote_array_element(&text, out),
+                    None => out.push_str("NULL"),
+                }
+            } else {
+                write_array_literal(rest, cells, out);
+            }
+        }
+    }
+    out.push('}');
+}
+
+/// A binary array → its text form, with `[lower:upper]=` dimension decoration when any
+/// lower bound is not 1.
+pub(super) fn array_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, DecodeError> {
+    use fallible_iterator::FallibleIterator;
+    let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
+    let dims: Vec<(usize, i32)> = arr
+        .dimensions()
+        .map(|d| Ok((usize::try_from(d.len).unwrap_or(0), d.lower_bound)))
+        .collect()
+        .map_err(|e| malformed(ty, e))?;
+    let cells: Vec<Option<String>> = arr
+        .values()
+        .map_err(|e| malformed(ty, e))
+        .map(|cell| cell.map(|raw| text_form(elem, raw)).transpose())
+        .collect()?;
+    if dims.is_empty() {
+        return Ok("{}".into());
+    }
+    let mut out = String::new();
+    // Non-default lower bounds are part of the text form: "[0:1]={a,b}".
+    if dims.iter().any(|&(_, lower)| lower != 1) {
+        for &(len, lower) in &dims {
+            out.push_str(&format!("[{lower}:{}]", i64::from(lower) + len as i64 - 1));
+        }
+        out.push('=');
+    }
+    let lens: Vec<usize> = dims.iter().map(|&(len, _)| len).collect();
+    let mut cells = cells.into_iter();
+    write_array_literal(&lens, &mut cells, &mut out);
+    Ok(out)
+}
+
+/// A binary range → `empty` or `[lower,upper)` style text; an infinite bound is left empty.
+pub(super) fn range_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, DecodeError> {
+    use wire::{Range, RangeBound};
+    let range = wire::range_from_sql(raw).map_err(|e| malformed(ty, e))?;
+    let Range::Nonempty(lower, upper) = range else {
+        return Ok("empty".into());
+    };
+    let mut out = String::new();
+    let bound = |b: &RangeBound<Option<&[u8]>>, out: &mut String| -> Result<(), DecodeError> {
+        match b {
+            RangeBound::Inclusive(Some(v)) | RangeBound::Exclusive(Some(v)) => {
+                quote_composite_field(&text_form(elem, v)?, out);
+            }
+            _ => {}
+        }
+        Ok(())
+    };
+    out.push(if matches!(lower, RangeBound::Inclusive(_)) {
+        '['
+    } else {
+        '('
+    });
+    bound(&lower, &mut out)?;
+    out.push(',');
+    bound(&upper, &mut out)?;
+    out.push(if matches!(upper, RangeBound::Inclusive(_)) {
+        ']'
+    } else {
+        ')'
+    });
+    Ok(out)
+}
+
+/// Composite binary form: field count, then per field its type OID, length (-1 for NULL)
+/// and bytes. Text form: `(1,"a b",)` with NULL fields left empty.
+pub(super) fn composite_text(
+    ty: &Type,
+    fields: &[&Type],
+    raw: &[u8],
+) -> Result<String, DecodeError> {
+    let mut buf = raw;
+    let mut take = |n: usize| -> Result<&[u8], DecodeError> {
+        if buf.len() < n {
+            return Err(malformed(ty, "truncated record"));
+        }
+        let (head, tail) = buf.split_at(n);
+        buf = tail;
+        Ok(head)
+    };
+    let count = i32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
+    if usize::try_from(count).ok() != Some(fields.len()) {
+        return Err(malformed(ty, "field count differs from the type"));
+    }
+    let mut out = String::from("(");
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        take(4)?; // field type OID: the type's own field list is authoritative
+        let len = i32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
+        if let Ok(len) = usize::try_from(len) {
+            let text = text_form(field, take(len)?)?;
+            quote_composite_field(&text, &mut out);
+        }
+    }
+    out.push(')');
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_table() {
+        // value, then the server's row(value)::text and array[value]::text
+        let cases = [
+            ("abc", "(abc)", "{abc}"),
+            ("", r#"("")"#, r#"{""}"#),
+            ("NULL", "(NULL)", r#"{"NULL"}"#),
+            ("NuLl", "(NuLl)", r#"{"NuLl"}"#),
+            ("Nulls", "(Nulls)", "{Nulls}"),
+            ("a b", r#"("a b")"#, r#"{"a b"}"#),
+            (r#"a"b"#, r#"("a""b")"#, r#"{"a\"b"}"#),
+            (r"a\b", r#"("a\\b")"#, r#"{"a\\b"}"#),
+            ("a,b", r#"("a,b")"#, r#"{"a,b"}"#),
+            ("(x)", r#"("(x)")"#, "{(x)}"),
+            ("{x}", "({x})", r#"{"{x}"}"#),
+            ("a\u{0B}b", "(\"a\u{0B}b\")", "{\"a\u{0B}b\"}"),
+            ("a\tb", "(\"a\tb\")", "{\"a\tb\"}"),
+            ("a\u{0C}b", "(\"a\u{0C}b\")", "{\"a\u{0C}b\"}"),
+            ("a\rb", "(\"a\rb\")", "{\"a\rb\"}"),
+            ("a\nb", "(\"a\nb\")", "{\"a\nb\"}"),
+            ("héllo", "(héllo)", "{héllo}"),
+            ("a;b", "(a;b)", "{a;b}"),
+            ("é\u{A0}", "(é\u{A0})", "{é\u{A0}}"),
+            ("\"", r#"("""")"#, r#"{"\""}"#),
+        ];
+        for (value, record, array) in cases {
+            let (mut r, mut a) = ("(".to_owned(), "{".to_owned());
+            quote_composite_field(value, &mut r);
+            quote_array_element(value, &mut a);
+            assert_eq!(
+                (r + ")", a + "}"),
+                (record.to_owned(), array.to_owned()),
+                "{value:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn array_literals_nest_quote_and_write_null() {
+        let write = |dims: &[usize], cells: &[Option<&str>]| {
+            let mut out = String::new();
+            let mut it = cells.iter().map(|c| c.map(str::to_owned));
+            write_array_literal(dims, &mut it, &mut out);
+            out
+        };
+        assert_eq!(write(&[], &[]), "{}");
+        assert_eq!(write(&[0], &[]), "{}");
+        assert_eq!(
+            write(&[3], &[Some("a"), None, Some("b c")]),
+            r#"{a,NULL,"b c"}"#
+        );
+        assert_eq!(
+            write(&[2, 2], &[Some("1"), Some("NULL"), None, Some("")]),
+            r#"{{1,"NULL"},{NULL,""}}"#
+        );
+        assert_eq!(write(&[2, 0], &[]), "{{},{}}");
+    }
+
+    #[test]
+    fn array_text_decorates_non_default_lower_bounds() {
+        // int4[] with ndim 1, no nulls, element int4, 2 elements from lower bound 0.
+        let mut raw = Vec::new();
+        for word in [1i32, 0, 23, 2, 0, 4, 7, 4, 8] {
+            raw.extend_from_slice(&word.to_be_bytes());
+        }
+        let text = array_text(&Type::INT4_ARRAY, &Type::INT4, &raw).unwrap();
+        assert_eq!(text, "[0:1]={7,8}");
+    }
+}
