@@ -14,6 +14,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The private PostgreSQL cluster, the same harness the integration tests use; the bench
+/// uses only part of it.
+#[allow(dead_code)]
+#[path = "../tests/it/support/cluster.rs"]
+mod cluster;
+
 use hdrhistogram::Histogram;
 use pgsidecar::proto::data_access_client::DataAccessClient;
 use pgsidecar::proto::{PoolStatusRequest, QueryRequest, Value, value::Kind};
@@ -23,7 +29,6 @@ use tokio::time::{sleep, sleep_until, timeout};
 use tokio_postgres::types::{ToSql, Type};
 use tonic::transport::{Channel, Endpoint};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 /// Client concurrencies of the table.
 const CONCURRENCY: [usize; 3] = [1, 32, 256];
@@ -408,7 +413,7 @@ async fn pgbench(
 
 /// A PostgreSQL client program as user postgres on database postgres, bounded in time.
 async fn pg_tool(program: &str, args: &str, limit_secs: u64) -> String {
-    let mut cmd = tokio::process::Command::new(format!("{PG_BIN}/{program}"));
+    let mut cmd = tokio::process::Command::new(cluster::bin_dir().join(program));
     cmd.args(args.split_whitespace())
         .args(["-U", "postgres", "postgres"]);
     let run = cmd.stdin(Stdio::null()).kill_on_drop(true).output();
@@ -477,49 +482,6 @@ struct TempDir(PathBuf);
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A private PostgreSQL 15 cluster on a free loopback port; stopped when dropped.
-struct Cluster(u16, PathBuf, bool);
-
-impl Cluster {
-    fn start(dir: &Path, as_postgres: bool) -> Cluster {
-        let c = Cluster(free_port(), dir.join("data"), as_postgres);
-        let mut initdb = as_user(as_postgres, &format!("{PG_BIN}/initdb"));
-        initdb
-            .arg("-D")
-            .arg(&c.1)
-            .args(["--auth=trust", "--username=postgres", "--no-sync"]);
-        run_checked(&mut initdb, "initdb");
-        // Durability off: the cluster is thrown away. 400 connections: direct at 256 plus both
-        // sidecars' and PgBouncer's pools. A large WAL budget keeps checkpoints out of the runs.
-        let conf = format!(
-            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             max_connections = 400\nshared_buffers = 256MB\nfsync = off\nsynchronous_commit = off\n\
-             full_page_writes = off\nmax_wal_size = 4GB\n",
-            c.0,
-            dir.display()
-        );
-        let path = c.1.join("postgresql.conf");
-        let base = std::fs::read_to_string(&path).expect("read postgresql.conf");
-        std::fs::write(&path, base + &conf).expect("write postgresql.conf");
-        let mut start = c.pg_ctl();
-        start.arg("-l").arg(dir.join("postgres.log"));
-        run_checked(start.args(["start", "-w", "-t", "60"]), "pg_ctl start");
-        c
-    }
-    fn pg_ctl(&self) -> Command {
-        let mut cmd = as_user(self.2, &format!("{PG_BIN}/pg_ctl"));
-        cmd.arg("-D").arg(&self.1);
-        cmd
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let mut stop = self.pg_ctl();
-        let _ = stop.args(["stop", "-m", "immediate", "-w"]).output();
     }
 }
 
@@ -730,12 +692,15 @@ async fn run(secs: u64) {
         let mut chown = Command::new("chown");
         run_checked(chown.arg("postgres:postgres").arg(&dir.0), "chown temp dir");
     }
-    let cluster = Cluster::start(&dir.0, as_postgres);
-    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", cluster.0);
-    eprintln!("compare: pgbench -i -s 10 on port {}", cluster.0);
+    // Durability off (the cluster is thrown away); 400 connections: direct at 256 plus both
+    // sidecars' and PgBouncer's pools; a large WAL budget keeps checkpoints out of the runs.
+    let cluster =
+        cluster::TempCluster::start_tuned(400, "shared_buffers = 256MB\nmax_wal_size = 4GB\n");
+    let url = cluster.url();
+    eprintln!("compare: pgbench -i -s 10 on port {}", cluster.port);
     pg_tool(
         "pgbench",
-        &format!("-i -s 10 -q -h 127.0.0.1 -p {}", cluster.0),
+        &format!("-i -s 10 -q -h 127.0.0.1 -p {}", cluster.port),
         600,
     )
     .await;
@@ -743,7 +708,7 @@ async fn run(secs: u64) {
     let admin = pg_connect(&url).await.expect("admin connection");
     admin.batch_execute("CHECKPOINT").await.expect("checkpoint");
     run_checked(&mut Command::new("sync"), "sync");
-    let bouncer = PgBouncer::start(&dir.0, cluster.0, as_postgres);
+    let bouncer = PgBouncer::start(&dir.0, cluster.port, as_postgres);
     let bouncer_url = format!("postgres://postgres@127.0.0.1:{}/postgres", bouncer.2);
     let sidecar = Sidecar::start(&url, &[]).await;
     let spec = |target, sidecar: &Sidecar, workload, concurrency| {
@@ -781,7 +746,7 @@ async fn run(secs: u64) {
                 runs.push(measure(spec(target, &sidecar, workload, c), None).await);
             }
             if workload == Workload::Select {
-                pgbench_runs.push(pgbench("direct", cluster.0, "prepared", c, secs).await);
+                pgbench_runs.push(pgbench("direct", cluster.port, "prepared", c, secs).await);
                 pgbench_runs.push(pgbench("pgbouncer", bouncer.2, "extended", c, secs).await);
             }
         }
@@ -800,7 +765,10 @@ async fn run(secs: u64) {
     drop(per_core);
     let ddl = spec(Target::Sidecar, &sidecar, Workload::SelectStar, 32);
     let ddl = ddl_during_load(&url, ddl).await;
-    let pg_version = output(&format!("{PG_BIN}/postgres"), &["--version"]);
+    let pg_version = output(
+        &cluster::bin_dir().join("postgres").display().to_string(),
+        &["--version"],
+    );
     let bouncer_version = output(PGBOUNCER, &["--version"]);
     let bouncer_version = bouncer_version
         .lines()

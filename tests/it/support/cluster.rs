@@ -1,11 +1,41 @@
-//! A private, throwaway PostgreSQL cluster for fault tests: made with `initdb` in a temp
-//! directory on a free port, restartable and stoppable at will, removed when dropped. Runs as
-//! the `postgres` OS user when the tests run as root (PostgreSQL refuses to run as root).
+//! A private, throwaway PostgreSQL cluster for fault tests and the benchmark (which includes
+//! this file): made with `initdb` in a temp directory on a free port, restartable and
+//! stoppable at will, removed when dropped. Runs as the `postgres` OS user when run as root
+//! (PostgreSQL refuses to run as root). The server's binaries are found, not assumed.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
-const BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The directory of the PostgreSQL server binaries: `PG_BINDIR` when set, else the newest
+/// `/usr/lib/postgresql/<major>/bin` that holds `initdb` (Debian's layout), else what
+/// `pg_config --bindir` says.
+pub fn bin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(dir) = std::env::var_os("PG_BINDIR") {
+            return PathBuf::from(dir);
+        }
+        let newest = std::fs::read_dir("/usr/lib/postgresql")
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let major: u32 = e.file_name().to_str()?.parse().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("initdb").exists().then_some((major, bin))
+            })
+            .max_by_key(|(major, _)| *major);
+        if let Some((_, bin)) = newest {
+            return bin;
+        }
+        let out = Command::new("pg_config")
+            .arg("--bindir")
+            .output()
+            .expect("no PostgreSQL server found: set PG_BINDIR");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
 
 /// A running private cluster.
 pub struct TempCluster {
@@ -25,26 +55,32 @@ fn free_port() -> u16 {
 impl TempCluster {
     /// initdb + start, with `max_connections` and durability off (it is thrown away).
     pub fn start(max_connections: u32) -> TempCluster {
-        Self::start_with(max_connections, "off", None)
+        Self::start_tuned(max_connections, "")
+    }
+
+    /// As [`TempCluster::start`], with more `postgresql.conf` lines (memory, WAL sizing).
+    pub fn start_tuned(max_connections: u32, conf: &str) -> TempCluster {
+        Self::start_with(max_connections, "off", None, conf)
     }
 
     /// As [`TempCluster::start`], serving TLS (as well as plain connections) with the given
     /// PEM certificate and key.
     pub fn start_tls(max_connections: u32, cert_pem: &str, key_pem: &str) -> TempCluster {
-        Self::start_with(max_connections, "off", Some((cert_pem, key_pem)))
+        Self::start_with(max_connections, "off", Some((cert_pem, key_pem)), "")
     }
 
     /// As [`TempCluster::start`], but a commit is acknowledged only once its WAL is written,
     /// so an immediate stop (a crash) loses nothing a client was told had committed.
     /// (fsync stays off: the kernel, which keeps what was written, is not what crashes.)
     pub fn start_durable(max_connections: u32) -> TempCluster {
-        Self::start_with(max_connections, "on", None)
+        Self::start_with(max_connections, "on", None, "")
     }
 
     fn start_with(
         max_connections: u32,
         synchronous_commit: &str,
         tls: Option<(&str, &str)>,
+        extra_conf: &str,
     ) -> TempCluster {
         let as_postgres = Command::new("id")
             .arg("-u")
@@ -86,6 +122,7 @@ impl TempCluster {
             c.dir.display()
         );
         c.append_conf(&conf);
+        c.append_conf(extra_conf);
         if let Some((cert, key)) = tls {
             c.write_private("server.crt", cert);
             c.write_private("server.key", key);
@@ -126,7 +163,7 @@ impl TempCluster {
 
     /// A PostgreSQL tool, run as the `postgres` user when we are root.
     fn command(&self, bin: &str) -> Command {
-        let path = format!("{BIN}/{bin}");
+        let path = bin_dir().join(bin).display().to_string();
         if self.as_postgres {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--", &path]);
