@@ -2,7 +2,10 @@
 //! `tokio_postgres::Config` with the session settings every pooled connection starts with,
 //! the password kept out of anything printed, and sslmode/sslrootcert over rustls.
 
+pub mod redact;
 pub mod tls;
+
+pub use redact::redact_url;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,0 +1,416 @@
+//! Unit tests of loading: defaults, profiles, layering order and every setting reaching its
+//! field. Value forms and error reports are in `tests/values.rs`.
+
+mod values;
+
+use super::keys::Key;
+use super::*;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let argv = std::iter::once("pgsidecar").chain(args.iter().copied());
+    Config::load_from(argv, &env_of(env))
+}
+
+fn invalid(result: Result<Config, ConfigError>) -> (String, String) {
+    match result {
+        Err(ConfigError::Invalid { setting, message }) => (setting, message),
+        other => panic!("expected ConfigError::Invalid, got {other:?}"),
+    }
+}
+
+/// A TOML file in the temp dir, removed on drop.
+struct TempToml(PathBuf);
+
+impl TempToml {
+    fn new(contents: &str) -> TempToml {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "pgsidecar-config-test-{}-{}.toml",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).expect("write temp TOML");
+        TempToml(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().expect("temp dir path is UTF-8")
+    }
+}
+
+impl Drop for TempToml {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+const MS: fn(u64) -> Duration = Duration::from_millis;
+
+// Shapes of the test tables: (flags, environment, ...).
+type Args<'a> = &'a [&'a str];
+type Env<'a> = &'a [(&'a str, &'a str)];
+type Field = fn(&Config) -> Option<Duration>;
+
+#[test]
+fn no_input_gives_development_defaults() {
+    let c = load(&[], &[]).unwrap();
+    assert_eq!(c, Config::defaults(Profile::Development));
+    assert_eq!(c.profile, Profile::Development);
+    assert_eq!((c.primary.max_size, c.primary.min_idle), (30, 5));
+    assert_eq!(c.primary.database_url, DEFAULT_DATABASE_URL);
+    assert_eq!(c.failover.database_url, DEFAULT_DATABASE_URL);
+    assert_eq!((c.failover.max_size, c.failover.min_idle), (20, 5));
+    assert!(c.enable_failover);
+    assert_eq!(c.failover_threshold_percent, 80.0);
+    assert_eq!(c.idle_timeout, MS(30_000));
+    assert_eq!(c.max_lifetime, Some(MS(1_800_000)));
+    assert_eq!(c.connection_timeout, MS(5_000));
+    assert_eq!(c.query_timeout, Some(MS(30_000)));
+    assert_eq!(c.statement_cache_size, 1000);
+    assert_eq!(c.health_check_interval, MS(1_000));
+    assert!(c.connection_validation);
+    assert_eq!(c.transaction_idle_timeout, MS(300_000));
+    assert_eq!(c.slow_query, MS(1_000));
+    assert_eq!(c.grpc_addr, "127.0.0.1:50051".parse().unwrap());
+    assert_eq!(c.http_addr, "127.0.0.1:9898".parse().unwrap());
+    assert!(c.reflection);
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.log_level, "info");
+    assert_eq!(
+        c.limits,
+        Limits {
+            max_sql_bytes: 1_048_576,
+            max_params: 65535,
+            max_message_bytes: 4_194_304,
+            max_rows: 10_000,
+            max_concurrent_streams: 1024,
+        }
+    );
+    assert_eq!(c.shutdown_grace, MS(25_000));
+    assert_eq!(c.worker_threads, 1);
+    assert!(!c.read_only);
+    assert!(c.auth_tokens.0.is_empty());
+    assert_eq!(c.tls, None);
+}
+
+#[test]
+fn tls_needs_a_certificate_and_its_key_together() {
+    let dir = std::env::temp_dir();
+    let file = dir.join(format!("pgsidecar-tls-{}", std::process::id()));
+    std::fs::write(&file, "pem").unwrap();
+    let f = file.to_str().unwrap();
+    let c = load(
+        &["--tls-cert", f, "--tls-key", f, "--tls-client-ca", f],
+        &[],
+    )
+    .unwrap();
+    let tls = c.tls.expect("tls on");
+    assert_eq!(
+        (tls.cert.as_path(), tls.client_ca.as_deref()),
+        (file.as_path(), Some(file.as_path()))
+    );
+    let (setting, _) = invalid(load(&["--tls-cert", f], &[]));
+    assert_eq!(setting, "PGSIDECAR_TLS_KEY (--tls-key)");
+    let (setting, _) = invalid(load(&["--tls-client-ca", f], &[]));
+    assert_eq!(setting, "PGSIDECAR_TLS_CLIENT_CA (--tls-client-ca)");
+    std::fs::remove_file(&file).unwrap();
+    let (setting, message) = invalid(load(&["--tls-cert", f, "--tls-key", f], &[]));
+    assert_eq!(setting, "PGSIDECAR_TLS_CERT (--tls-cert)");
+    assert!(message.contains("cannot read"), "{message}");
+}
+
+#[test]
+fn tokens_come_from_the_file_and_the_list_and_never_show_in_debug() {
+    let path = std::env::temp_dir().join(format!("pgsidecar-tokens-{}", std::process::id()));
+    std::fs::write(&path, "# rotation: new first\nnew-token\n\n  old-token  \n").unwrap();
+    let file = path.to_str().unwrap();
+    let c = load(
+        &["--auth-tokens-file", file],
+        &[("PGSIDECAR_AUTH_TOKENS", "extra")],
+    )
+    .unwrap();
+    assert_eq!(
+        c.auth_tokens,
+        Tokens(vec!["new-token".into(), "old-token".into(), "extra".into()])
+    );
+    assert!(!format!("{c:?}").contains("token\""), "{c:?}");
+    std::fs::write(&path, "# only a comment\n").unwrap();
+    let (setting, message) = invalid(load(&["--auth-tokens-file", file], &[]));
+    assert_eq!(setting, "PGSIDECAR_AUTH_TOKENS_FILE (--auth-tokens-file)");
+    assert!(message.contains("at least one token"), "{message}");
+    std::fs::remove_file(&path).unwrap();
+    let (_, message) = invalid(load(&["--auth-tokens-file", file], &[]));
+    assert!(message.contains("cannot read"), "{message}");
+}
+
+#[test]
+fn production_defaults_differ_only_in_pool_and_log_format() {
+    let prod = Config::defaults(Profile::Production);
+    assert_eq!((prod.primary.max_size, prod.primary.min_idle), (100, 25));
+    assert_eq!(prod.log_format, LogFormat::Json);
+    let mut dev = Config::defaults(Profile::Development);
+    dev.profile = Profile::Production;
+    dev.primary.max_size = 100;
+    dev.primary.min_idle = 25;
+    dev.log_format = LogFormat::Json;
+    assert_eq!(dev, prod);
+}
+
+#[test]
+fn profile_is_chosen_by_flag_then_env_then_toml() {
+    let file = TempToml::new("profile = \"production\"\n");
+    let with_file = [("PGSIDECAR_CONFIG", file.path())];
+    let cases: &[(Args, Env, Profile)] = &[
+        (&[], &[], Profile::Development),
+        (
+            &[],
+            &[("PGSIDECAR_PROFILE", "production")],
+            Profile::Production,
+        ),
+        (&[], &[("PGSIDECAR_PROFILE", "PROD")], Profile::Production),
+        (&["--profile", "production"], &[], Profile::Production),
+        (
+            &["--profile", "development"],
+            &[("PGSIDECAR_PROFILE", "production")],
+            Profile::Development,
+        ),
+        (&[], &with_file, Profile::Production),
+        (
+            &[],
+            &[
+                ("PGSIDECAR_CONFIG", file.path()),
+                ("PGSIDECAR_PROFILE", "dev"),
+            ],
+            Profile::Development,
+        ),
+    ];
+    for (args, env, want) in cases {
+        let c = load(args, env).unwrap();
+        assert_eq!(c.profile, *want, "args {args:?} env {env:?}");
+        // The chosen profile drives the defaults.
+        let want_max = if *want == Profile::Production {
+            100
+        } else {
+            30
+        };
+        assert_eq!(c.primary.max_size, want_max, "args {args:?} env {env:?}");
+    }
+}
+
+#[test]
+fn later_layers_win_toml_then_env_then_flag() {
+    let file = TempToml::new("pool_max = 40\nquery_timeout = 1000\nreflection = false\n");
+    let path = file.path();
+    let cases: &[(Args, Env, u32)] = &[
+        (&["--config", path], &[], 40),
+        (&["--config", path], &[("DB_POOL_MAX", "50")], 50),
+        (
+            &["--config", path, "--pool-max", "60"],
+            &[("DB_POOL_MAX", "50")],
+            60,
+        ),
+        (
+            &[],
+            &[("PGSIDECAR_CONFIG", path), ("DB_POOL_MAX", "50")],
+            50,
+        ),
+        // Empty env counts as unset, so the file still wins over the default.
+        (&[], &[("PGSIDECAR_CONFIG", path), ("DB_POOL_MAX", "")], 40),
+    ];
+    for (args, env, want) in cases {
+        let c = load(args, env).unwrap();
+        assert_eq!(c.primary.max_size, *want, "args {args:?} env {env:?}");
+        // Settings no outer layer touches still come from the file.
+        assert_eq!(c.query_timeout, Some(MS(1000)));
+        assert!(!c.reflection);
+    }
+}
+
+#[test]
+fn toml_overrides_profile_defaults_and_env_profile_applies_under_it() {
+    let file = TempToml::new("log_format = \"text\"\n");
+    let c = load(
+        &["--config", file.path()],
+        &[("PGSIDECAR_PROFILE", "production")],
+    )
+    .unwrap();
+    assert_eq!(c.profile, Profile::Production);
+    assert_eq!(c.primary.max_size, 100);
+    assert_eq!(c.log_format, LogFormat::Text);
+}
+
+#[test]
+fn every_env_name_reaches_its_field() {
+    let env = [
+        ("DATABASE_URL", "postgres://app:pw@db:6432/app"),
+        ("DB_POOL_MAX", "11"),
+        ("DB_POOL_MIN", "3"),
+        ("DB_POOL_IDLE_TIMEOUT", "1234"),
+        ("DB_POOL_MAX_LIFETIME", "5678"),
+        ("DB_CONNECTION_TIMEOUT", "250"),
+        ("DB_POOL_MAX_WAITING", "77"),
+        ("DB_QUERY_TIMEOUT", "9000"),
+        ("DB_ENABLE_FAILOVER", "false"),
+        ("DB_FAILOVER_THRESHOLD", "92.5"),
+        ("DB_FAILOVER_POOL_MAX", "7"),
+        ("DB_FAILOVER_POOL_MIN", "2"),
+        ("DB_FAILOVER_DATABASE_URL", "host=standby user=app"),
+        ("DB_STATEMENT_CACHE_SIZE", "0"),
+        ("DB_HEALTH_CHECK_INTERVAL", "100"),
+        ("DB_CONNECTION_VALIDATION_ENABLED", "no"),
+        ("DB_TRANSACTION_IDLE_TIMEOUT", "60000"),
+        ("DB_TRANSACTION_MAX_DURATION", "0"),
+        ("DB_SLOW_QUERY_MS", "0"),
+        ("PGSIDECAR_GRPC_ADDR", "0.0.0.0:6000"),
+        ("PGSIDECAR_HTTP_ADDR", "[::1]:6001"),
+        ("PGSIDECAR_REFLECTION", "0"),
+        ("PGSIDECAR_LOG_FORMAT", "JSON"),
+        ("PGSIDECAR_LOG_LEVEL", "info,pgsidecar=debug"),
+        ("PGSIDECAR_MAX_SQL_BYTES", "4096"),
+        ("PGSIDECAR_MAX_PARAMS", "100"),
+        ("PGSIDECAR_MAX_MESSAGE_BYTES", "1024"),
+        ("PGSIDECAR_MAX_ROWS", "5"),
+        ("PGSIDECAR_SHUTDOWN_GRACE", "0"),
+        ("PGSIDECAR_WORKER_THREADS", "0"),
+        ("PGSIDECAR_MAX_CONCURRENT_STREAMS", "64"),
+        ("PGSIDECAR_READ_ONLY", "true"),
+        ("PGSIDECAR_AUTH_TOKENS", " a-token , # not one,other "),
+    ];
+    let c = load(&[], &env).unwrap();
+    let want = Config {
+        profile: Profile::Development,
+        primary: PoolConfig {
+            max_size: 11,
+            min_idle: 3,
+            database_url: "postgres://app:pw@db:6432/app".to_owned(),
+        },
+        failover: PoolConfig {
+            max_size: 7,
+            min_idle: 2,
+            database_url: "host=standby user=app".to_owned(),
+        },
+        enable_failover: false,
+        failover_threshold_percent: 92.5,
+        idle_timeout: MS(1234),
+        max_lifetime: Some(MS(5678)),
+        connection_timeout: MS(250),
+        pool_max_waiting: 77,
+        query_timeout: Some(MS(9000)),
+        statement_cache_size: 0,
+        health_check_interval: MS(100),
+        connection_validation: false,
+        transaction_idle_timeout: MS(60_000),
+        transaction_max_duration: None,
+        slow_query: Duration::ZERO,
+        grpc_addr: "0.0.0.0:6000".parse().unwrap(),
+        http_addr: "[::1]:6001".parse().unwrap(),
+        reflection: false,
+        log_format: LogFormat::Json,
+        log_level: "info,pgsidecar=debug".to_owned(),
+        limits: Limits {
+            max_sql_bytes: 4096,
+            max_params: 100,
+            max_message_bytes: 1024,
+            max_rows: 5,
+            max_concurrent_streams: 64,
+        },
+        shutdown_grace: Duration::ZERO,
+        worker_threads: 0,
+        read_only: true,
+        auth_tokens: Tokens(vec!["a-token".into(), "other".into()]),
+        tls: None,
+    };
+    assert_eq!(c, want);
+}
+
+#[test]
+fn every_flag_reaches_its_field_and_beats_env() {
+    // Each env value is valid but different, so a flag that failed to win would show.
+    let env: Vec<(&str, &str)> = Key::ALL
+        .iter()
+        .filter(|k| ![Key::CONFIG, Key::PROFILE].contains(k))
+        .map(|k| (k.env, "garbage that would fail to parse"))
+        .collect();
+    let args = [
+        "--profile=production",
+        "--database-url=postgres://a@h/db",
+        "--pool-max=8",
+        "--pool-min=8",
+        "--pool-idle-timeout=1",
+        "--pool-max-lifetime=0",
+        "--connection-timeout=2",
+        "--pool-max-waiting=9",
+        "--query-timeout=0",
+        "--enable-failover=off",
+        "--failover-threshold=50%",
+        "--failover-pool-max=3",
+        "--failover-pool-min=0",
+        "--failover-database-url=postgresql://b@h2/db",
+        "--statement-cache-size=17",
+        "--health-check-interval=250",
+        "--connection-validation=FALSE",
+        "--transaction-idle-timeout=3",
+        "--transaction-max-duration=8",
+        "--slow-query-ms=4",
+        "--grpc-addr=127.0.0.1:0",
+        "--http-addr=127.0.0.1:0",
+        "--reflection=no",
+        "--log-format=text",
+        "--log-level=warn",
+        "--max-sql-bytes=1",
+        "--max-params=65535",
+        "--max-message-bytes=2048",
+        "--max-rows=1",
+        "--shutdown-grace=5",
+        "--worker-threads=3",
+        "--max-concurrent-streams=7",
+        "--read-only=yes",
+        "--auth-tokens-file=",
+        "--auth-tokens=t1",
+        "--tls-cert=",
+        "--tls-key=",
+        "--tls-client-ca=",
+    ];
+    let c = load(&args, &env).unwrap();
+    assert_eq!(c.profile, Profile::Production);
+    assert_eq!(c.primary.database_url, "postgres://a@h/db");
+    assert_eq!((c.primary.max_size, c.primary.min_idle), (8, 8));
+    assert_eq!(c.idle_timeout, MS(1));
+    assert_eq!(c.max_lifetime, None);
+    assert_eq!(c.connection_timeout, MS(2));
+    assert_eq!(c.pool_max_waiting, 9);
+    assert_eq!(c.query_timeout, None);
+    assert!(!c.enable_failover);
+    assert_eq!(c.failover_threshold_percent, 50.0);
+    assert_eq!((c.failover.max_size, c.failover.min_idle), (3, 0));
+    assert_eq!(c.failover.database_url, "postgresql://b@h2/db");
+    assert_eq!(c.statement_cache_size, 17);
+    assert_eq!(c.health_check_interval, MS(250));
+    assert!(!c.connection_validation);
+    assert_eq!(c.transaction_idle_timeout, MS(3));
+    assert_eq!(c.transaction_max_duration, Some(MS(8)));
+    assert_eq!(c.slow_query, MS(4));
+    assert_eq!(c.grpc_addr, "127.0.0.1:0".parse().unwrap());
+    assert!(!c.reflection);
+    assert_eq!(c.log_format, LogFormat::Text);
+    assert_eq!(c.log_level, "warn");
+    assert_eq!(c.limits.max_sql_bytes, 1);
+    assert_eq!(c.limits.max_params, 65535);
+    assert_eq!(c.limits.max_message_bytes, 2048);
+    assert_eq!(c.limits.max_rows, 1);
+    assert_eq!(c.shutdown_grace, MS(5));
+    assert_eq!(c.worker_threads, 3);
+    assert_eq!(c.limits.max_concurrent_streams, 7);
+    assert!(c.read_only);
+    assert_eq!(c.auth_tokens, Tokens(vec!["t1".into()]));
+}
