@@ -2,52 +2,21 @@
 //! and a stable hash of it, so statements that differ only in constants group together in
 //! the statement report and logs, and no value ever reaches either.
 
-/// The statement's text with literals replaced by `?` and whitespace collapsed.
+use super::lexer::{Kind, tokens};
+
+/// The statement's text with constants (strings of every form, numbers) replaced by `?`
+/// and whitespace collapsed to one space; comments are kept as written.
 pub fn normalize(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len().min(512));
-    let mut chars = sql.chars().peekable();
-    let mut last_space = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' => {
-                // A string literal, with '' as an escaped quote.
-                while let Some(d) = chars.next() {
-                    if d == '\'' {
-                        if chars.peek() == Some(&'\'') {
-                            chars.next();
-                        } else {
-                            break;
-                        }
-                    }
-                }
-                out.push('?');
-                last_space = false;
-            }
-            c if c.is_ascii_digit()
-                && !out.ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == '$') =>
-            {
-                while chars
-                    .peek()
-                    .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.')
-                {
-                    chars.next();
-                }
-                out.push('?');
-                last_space = false;
-            }
-            c if c.is_whitespace() => {
-                if !last_space && !out.is_empty() {
-                    out.push(' ');
-                }
-                last_space = true;
-            }
-            c => {
-                out.push(c);
-                last_space = false;
-            }
+    for t in tokens(sql) {
+        if t.spaced && !out.is_empty() {
+            out.push(' ');
+        }
+        match t.kind {
+            Kind::String | Kind::Number => out.push('?'),
+            _ => out.push_str(t.text),
         }
     }
-    out.truncate(out.trim_end().len());
     out
 }
 
@@ -82,6 +51,10 @@ mod tests {
                 "select ?, ?, x1 from t2",
             ),
             ("SELECT $1::int, $22", "SELECT $1::int, $22"),
+            (
+                "SELECT E'a\\'b', $x$ secret $x$, x'1f', 1e-5 FROM t9",
+                "SELECT ?, ?, ?, ? FROM t9",
+            ),
             (
                 "  UPDATE t SET a = 'secret' WHERE b = 7  ",
                 "UPDATE t SET a = ? WHERE b = ?",

@@ -1,89 +1,52 @@
-//! Lexical looks at SQL text (leading keywords, words outside parentheses) for the few
-//! decisions the sidecar makes from a statement's text: its command tag and whether it
-//! changes session state. No parsing beyond skipping comments, quotes and parentheses.
+//! SQL text: the few decisions the sidecar makes from a statement's text (its command tag,
+//! whether it may change session state or is transaction control, its fingerprint), all
+//! made over the tokens of one lexer.
 
 pub mod command_tag;
 pub mod fingerprint;
+pub mod lexer;
 pub mod session;
 
 pub use command_tag::TagShape;
 
-/// Up to `limit` leading words, upper-cased, skipping whitespace, comments and parentheses.
+use lexer::{Kind, Token, tokens};
+
+/// The tokens that open a statement: comments and opening parentheses set aside.
+fn opening(sql: &str) -> impl Iterator<Item = Token<'_>> {
+    tokens(sql).filter(|t| !(t.kind == Kind::Comment || t.text == "("))
+}
+
+/// Up to `limit` leading words, upper-cased, skipping comments and parentheses; the first
+/// token that is not a word ends them.
 pub(crate) fn leading_words(sql: &str, limit: usize) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut rest = sql;
-    while words.len() < limit {
-        rest = skip_noise(rest);
-        let end = rest
-            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len());
-        if end == 0 {
-            break;
-        }
-        words.push(rest[..end].to_ascii_uppercase());
-        rest = &rest[end..];
-    }
-    words
+    opening(sql)
+        .take_while(|t| t.kind == Kind::Word)
+        .take(limit)
+        .map(|t| t.text.to_ascii_uppercase())
+        .collect()
 }
 
-/// The first word, as written (no allocation), skipping whitespace, comments and parentheses.
+/// The first word, as written (no allocation), skipping comments and parentheses; empty
+/// when the statement does not start with a word.
 pub(crate) fn first_word(sql: &str) -> &str {
-    let rest = skip_noise(sql);
-    let end = rest
-        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .unwrap_or(rest.len());
-    &rest[..end]
-}
-
-/// Skips whitespace, `--` and `/* */` comments, and `(`.
-fn skip_noise(mut s: &str) -> &str {
-    loop {
-        let t = s.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-        if let Some(r) = t.strip_prefix("--") {
-            s = r.find('\n').map_or("", |i| &r[i + 1..]);
-        } else if let Some(r) = t.strip_prefix("/*") {
-            s = r.find("*/").map_or("", |i| &r[i + 2..]);
-        } else {
-            return t;
-        }
-    }
+    opening(sql)
+        .next()
+        .filter(|t| t.kind == Kind::Word)
+        .map_or("", |t| t.text)
 }
 
 /// Words outside every parenthesis, upper-cased, skipping quoted text and comments: what
 /// is left of a statement once CTE bodies and column lists are set aside.
 pub(crate) fn top_level_words(sql: &str) -> Vec<String> {
-    let bytes = sql.as_bytes();
-    let mut words = Vec::new();
     let mut depth = 0i32;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'(' => depth += 1,
-            b')' => depth -= 1,
-            q @ (b'\'' | b'"') => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != q {
-                    i += 1;
-                }
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            c if c.is_ascii_alphabetic() || c == b'_' => {
-                let start = i;
-                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
-                    i += 1;
-                }
-                if depth == 0 {
-                    words.push(sql[start..i].to_ascii_uppercase());
-                }
-                continue;
-            }
+    let mut words = Vec::new();
+    for t in tokens(sql) {
+        match (t.kind, t.text) {
+            (Kind::Punct, "(") => depth += 1,
+            (Kind::Punct, ")") => depth -= 1,
+            (Kind::Word, w) if depth == 0 => words.push(w.to_ascii_uppercase()),
             _ => {}
         }
-        i += 1;
     }
     words
 }

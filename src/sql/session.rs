@@ -7,6 +7,7 @@
 //! a reset; state changed inside a function body the text does not show (a function that
 //! calls `set_config(..., false)` or takes a session advisory lock) is not seen.
 
+use super::lexer::{Kind, tokens};
 use super::{first_word, leading_words};
 
 /// Function names whose call leaves state in the session.
@@ -63,15 +64,20 @@ pub fn transaction_control(sql: &str) -> Option<&'static str> {
     }
 }
 
-/// Text anywhere in the statement that points at session state: the functions above, a
-/// temporary table (`SELECT ... INTO TEMP`, `pg_temp.`).
+/// Tokens anywhere in the statement that point at session state: the functions above, a
+/// temporary table (`SELECT ... INTO TEMP`, `pg_temp.`). Quoted text is looked into as
+/// well (dynamic SQL such as `query_to_xml('SELECT set_config(...)', ...)` runs it), erring
+/// toward a reset; comments are not.
 fn mentions_session_state(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
-    SESSION_FUNCTIONS.iter().any(|f| lower.contains(f))
-        || lower.contains("pg_temp")
-        || lower
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .any(|w| w == "temp" || w == "temporary")
+    tokens(sql).any(|t| match t.kind {
+        Kind::Word if t.text.eq_ignore_ascii_case("temp") => true,
+        Kind::Word if t.text.eq_ignore_ascii_case("temporary") => true,
+        Kind::Word | Kind::QuotedIdent | Kind::String => {
+            let lower = t.text.to_ascii_lowercase();
+            lower.contains("pg_temp") || SESSION_FUNCTIONS.iter().any(|f| lower.contains(f))
+        }
+        _ => false,
+    })
 }
 
 #[cfg(test)]
@@ -96,6 +102,8 @@ mod tests {
             "SELECT set_config('search_path', 'x', false)",
             "DO $$ BEGIN EXECUTE 'SET work_mem = 1'; END $$",
             "CREATE TABLE pg_temp.t (a int)",
+            "SELECT query_to_xml('SELECT set_config(''role'', ''r'', false)', true, true, '')",
+            "SELECT \"set_config\"('a.b', 'c', false)",
         ];
         let no = [
             "SELECT 1",
@@ -105,6 +113,8 @@ mod tests {
             "SELECT pg_advisory_xact_lock(1)",
             "SELECT temperature FROM readings",
             "CREATE TABLE t (a int)",
+            "SELECT 1 /* set_config */",
+            "SELECT 'temp' AS word",
         ];
         for sql in yes {
             assert!(may_change_session(sql), "{sql}");
