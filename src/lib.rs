@@ -2,8 +2,8 @@
 //! prioritised access to PostgreSQL through the `dataaccess.v1.DataAccess` service.
 //!
 //! The modules follow a request's path, and each imports only from those listed before it:
-//! leaves (`proto`, `hash`, `time`, `config`, `conninfo`, `sql`, `codec`, `telemetry`,
-//! `error`) → `pool` → `exec` → `health`, `rpc` → `app`.
+//! leaves (`proto`, `hash`, `time`, `conninfo`, `config`, `sql`, `codec`, `telemetry`) →
+//! `pool` → `error` → `exec` → `health`, `rpc` → `app`. `analyze` is a client of the API.
 #![forbid(unsafe_code)]
 
 pub mod proto;
@@ -11,13 +11,14 @@ pub mod proto;
 pub mod codec;
 pub mod config;
 pub mod conninfo;
-pub mod error;
 pub mod hash;
 pub mod sql;
 pub mod telemetry;
 pub mod time;
 
 pub mod pool;
+
+pub mod error;
 
 pub mod exec;
 

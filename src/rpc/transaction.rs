@@ -46,7 +46,7 @@ pub(super) async fn transaction(
     let inbound = request.into_inner();
     let (tx, rx) = mpsc::channel(BUFFERED_RESPONSES);
     tokio::spawn(async move {
-        let mut lease = Lease::default();
+        let mut lease = Held::default();
         let end = serve(&state, inbound, &tx, &mut lease).await;
         lease.end().await;
         if lease.began {
@@ -68,7 +68,7 @@ pub(super) async fn transaction(
 }
 
 /// The connection a transaction holds, and what its end must do with it.
-struct Lease {
+struct Held {
     conn: Option<InFlight>,
     /// Still inside BEGIN ... (not yet committed or rolled back).
     open: bool,
@@ -80,9 +80,9 @@ struct Lease {
     outcome: &'static str,
 }
 
-impl Default for Lease {
+impl Default for Held {
     fn default() -> Self {
-        Lease {
+        Held {
             conn: None,
             open: false,
             dirty: false,
@@ -92,7 +92,7 @@ impl Default for Lease {
     }
 }
 
-impl Lease {
+impl Held {
     fn client(&self) -> &crate::pool::Conn {
         self.conn
             .as_ref()
@@ -216,7 +216,7 @@ async fn serve(
     state: &State,
     mut inbound: Streaming<TransactionRequest>,
     tx: &Sender,
-    lease: &mut Lease,
+    lease: &mut Held,
 ) -> Result<(), Error> {
     let default_idle = state.config.transaction_idle_timeout;
     let begin = match next(state, &mut inbound, tx, default_idle, None).await {
@@ -296,7 +296,7 @@ impl Open<'_> {
     async fn serve(
         self,
         mut inbound: Streaming<TransactionRequest>,
-        lease: &mut Lease,
+        lease: &mut Held,
     ) -> Result<(), Error> {
         let Open {
             state,
@@ -386,7 +386,7 @@ impl Open<'_> {
     /// (the statement was cancelled and the connection discarded).
     async fn execute(
         &self,
-        lease: &mut Lease,
+        lease: &mut Held,
         stmt: &Statement,
         aborted_by: &mut Option<tonic_types::pb::Status>,
     ) -> Result<Option<StatementResult>, Error> {
@@ -505,7 +505,7 @@ fn refuse_trailing(inbound: &mut Streaming<TransactionRequest>) -> Result<(), Er
 /// COMMIT leaves the outcome unknown: the stream ends UNAVAILABLE with the transaction id
 /// learned just before, for `txid_status()`.
 async fn commit(
-    lease: &mut Lease,
+    lease: &mut Held,
     transaction_id: &str,
     aborted_by: Option<tonic_types::pb::Status>,
 ) -> Result<Event, Error> {
