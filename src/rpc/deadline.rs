@@ -36,6 +36,16 @@ fn grpc_timeout(metadata: &MetadataMap) -> Option<Duration> {
 }
 
 impl Budget {
+    /// The budget of a Query or StreamQuery received at `start`: the gRPC deadline and the
+    /// request's own `timeout`, whichever ends first.
+    pub fn of_query(start: Instant, request: &tonic::Request<crate::proto::QueryRequest>) -> Self {
+        let timeout = request
+            .get_ref()
+            .timeout
+            .and_then(|d| Duration::try_from(d).ok());
+        Self::new(start, request.metadata(), timeout)
+    }
+
     /// The budget of a request received at `start`, with the request's own `timeout`.
     pub fn new(start: Instant, metadata: &MetadataMap, timeout: Option<Duration>) -> Self {
         // An absurd timeout (years) cannot overflow the clock: it means no limit.

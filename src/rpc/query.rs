@@ -37,11 +37,7 @@ pub(super) async fn query(
     request: Request<QueryRequest>,
 ) -> Result<Response<QueryResponse>, Status> {
     let start = Instant::now();
-    let req_timeout = request
-        .get_ref()
-        .timeout
-        .and_then(|d| Duration::try_from(d).ok());
-    let budget = Budget::new(start, request.metadata(), req_timeout);
+    let budget = Budget::of_query(start, &request);
     let req = request.into_inner();
     let (result, served) = run(state, &req, budget).await;
     let (rows, cached) = result.as_ref().map_or((0, false), |r| {

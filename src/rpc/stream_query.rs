@@ -33,11 +33,7 @@ pub(super) async fn stream_query(
     request: Request<QueryRequest>,
 ) -> Result<Response<BoxStream<QueryResponse>>, Status> {
     let start = Instant::now();
-    let timeout = request
-        .get_ref()
-        .timeout
-        .and_then(|d| Duration::try_from(d).ok());
-    let budget = Budget::new(start, request.metadata(), timeout);
+    let budget = Budget::of_query(start, &request);
     let req = request.into_inner();
     super::query::validate(&req, &state)?;
     let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
