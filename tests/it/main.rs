@@ -18,3 +18,4 @@ mod statements;
 mod stream;
 mod tls;
 mod transaction;
+mod transaction_faults;
