@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs PgBouncer (Debian package `pgbouncer`) for the side-by-side benchmark
-# (benches/compare.rs) when /usr/sbin/pgbouncer is missing. Needs root (apt-get).
+# (benches/compare/main.rs) when /usr/sbin/pgbouncer is missing. Needs root (apt-get).
 # The package's own service is not used: the benchmark runs a private instance with a
 # generated config, so the system instance is stopped if the package started one.
 set -euo pipefail
