@@ -58,6 +58,12 @@ impl InFlight {
         self.discard.store(true, Ordering::Relaxed);
     }
 
+    /// Takes back [`InFlight::discard`]: the state that made the connection unfit for reuse
+    /// is over (a cancel sent still discards it).
+    pub fn keep(&self) {
+        self.discard.store(false, Ordering::Relaxed);
+    }
+
     /// Finishes after `error`: when it stopped us reading a result PostgreSQL is still
     /// producing (too large, undecodable, nobody to send it to, no second connection for
     /// text output), the statement is cancelled

@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::proto::{ExecutionInfo, QueryResponse, Value};
 
 pub use guard::{InFlight, cancels_delivered};
-pub use prepare::{Failed, Started, start};
+pub use prepare::{Failed, Started, prepare, start, start_prepared};
 pub use rows::{decode_row, row_cap, run};
 pub use server_text::{PendingText, fill_server_text};
 

@@ -15,7 +15,10 @@ use crate::sql::{command_tag, session};
 
 /// Finds `sql` in the connection's statement cache, or prepares it there, working out once
 /// what every later execution needs. Returns the statement and whether it was cached.
-async fn prepare(conn: &Conn, sql: &str) -> Result<(Arc<Prepared>, bool), tokio_postgres::Error> {
+pub async fn prepare(
+    conn: &Conn,
+    sql: &str,
+) -> Result<(Arc<Prepared>, bool), tokio_postgres::Error> {
     if let Some(p) = conn.statements().get(sql) {
         return Ok((p, true));
     }
@@ -91,6 +94,16 @@ pub struct Started {
 /// schema changed under is dropped, prepared afresh and sent once more.
 pub async fn start(conn: &Conn, spec: &Spec<'_>) -> Result<Started, Failed> {
     let (prepared, cached) = prepare(conn, spec.sql).await.map_err(not_run)?;
+    start_prepared(conn, prepared, cached, spec).await
+}
+
+/// As [`start`], for a statement already found or prepared with [`prepare`].
+pub async fn start_prepared(
+    conn: &Conn,
+    prepared: Arc<Prepared>,
+    cached: bool,
+    spec: &Spec<'_>,
+) -> Result<Started, Failed> {
     match send(conn, &prepared, spec).await {
         Err(Failed {
             error: Error::Postgres(e),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{TryStreamExt, pin_mut};
+use futures_util::TryStreamExt;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -16,6 +16,7 @@ use super::{BoxStream, State};
 use crate::error::Error;
 use crate::exec::{InFlight, Spec, decode_row, fill_server_text};
 use crate::pool::Lease;
+use crate::pool::{Conn, Prepared};
 use crate::proto::{Priority, QueryRequest, QueryResponse};
 use crate::telemetry::stats::Record;
 
@@ -138,6 +139,83 @@ struct Produced {
     report_key: u64,
 }
 
+/// Where the rows come from. A statement whose values all decode here streams straight from
+/// its execution. One that needs PostgreSQL's text output runs, when it is a plain query, as
+/// a cursor fetched a batch at a time, so that between batches the same connection is free
+/// to turn the batch's cells into text; anything else asks on a second connection.
+enum Source {
+    Rows(std::pin::Pin<Box<tokio_postgres::RowStream>>),
+    Cursor {
+        fetch: tokio_postgres::Statement,
+        batch: std::collections::VecDeque<tokio_postgres::Row>,
+        done: bool,
+        seen: u64,
+    },
+}
+
+/// The cursor a statement needing text output is read through, in its own transaction.
+const CURSOR: &str = "pgsidecar_stream";
+
+impl Source {
+    /// Declares the cursor for `prepared` with the request's parameters, in a transaction.
+    async fn cursor(client: &Conn, prepared: &Prepared, spec: &Spec<'_>) -> Result<Self, Error> {
+        client.batch_execute("BEGIN").await?;
+        let declare = client
+            .prepare_typed(
+                &format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {}", spec.sql),
+                prepared.statement.params(),
+            )
+            .await?;
+        let params = crate::codec::bind_params(declare.params(), spec.params)?;
+        client.execute_raw(&declare, params.iter()).await?;
+        let fetch = client
+            .prepare(&format!("FETCH FORWARD {CHUNK_ROWS} FROM {CURSOR}"))
+            .await?;
+        Ok(Source::Cursor {
+            fetch,
+            batch: Default::default(),
+            done: false,
+            seen: 0,
+        })
+    }
+
+    async fn next(&mut self, client: &Conn) -> Result<Option<tokio_postgres::Row>, Error> {
+        match self {
+            Source::Rows(rows) => Ok(rows.try_next().await?),
+            Source::Cursor {
+                fetch,
+                batch,
+                done,
+                seen,
+            } => {
+                if batch.is_empty() && !*done {
+                    // Read whole, so the connection is idle again before the next await.
+                    let rows: Vec<tokio_postgres::Row> = client.query(&*fetch, &[]).await?;
+                    *done = rows.len() < CHUNK_ROWS;
+                    batch.extend(rows);
+                }
+                let row = batch.pop_front();
+                *seen += u64::from(row.is_some());
+                Ok(row)
+            }
+        }
+    }
+
+    /// Rows the statement produced (or affected), once every row was read; ends the
+    /// cursor's transaction.
+    async fn finish(self, client: &Conn) -> Result<u64, Error> {
+        match self {
+            Source::Rows(rows) => Ok(rows.rows_affected().unwrap_or(0)),
+            Source::Cursor { seen, .. } => {
+                client
+                    .batch_execute(&format!("CLOSE {CURSOR}; COMMIT"))
+                    .await?;
+                Ok(seen)
+            }
+        }
+    }
+}
+
 /// Streams every chunk but the last, which it returns with what was learned.
 async fn produce(
     state: &State,
@@ -148,12 +226,25 @@ async fn produce(
     budget: Budget,
 ) -> Result<(QueryResponse, Produced), Error> {
     let client = inflight.client();
-    let started = crate::exec::start(client, spec)
-        .await
-        .map_err(|f| f.error)?;
-    // Text for exotic types is asked of PostgreSQL on a second connection: this one is
-    // busy streaming.
-    let helper = if started.prepared.needs_server_text {
+    let (prepared, cached) = crate::exec::prepare(client, spec.sql).await?;
+    let by_cursor = prepared.needs_server_text && crate::sql::is_cursor_query(spec.sql);
+    let at = std::time::Instant::now();
+    let (mut source, prepared, cached) = if by_cursor {
+        // A failure inside the cursor's transaction leaves it open: that connection is
+        // closed, not reused.
+        inflight.discard();
+        let source = Source::cursor(client, &prepared, spec).await?;
+        (source, prepared, cached)
+    } else {
+        let started = crate::exec::start_prepared(client, prepared, cached, spec)
+            .await
+            .map_err(|f| f.error)?;
+        let source = Source::Rows(Box::pin(started.rows));
+        (source, started.prepared, started.cached)
+    };
+    // Text for exotic types of a statement that cannot be a cursor is asked of PostgreSQL
+    // on a second connection: this one is busy streaming.
+    let helper = if prepared.needs_server_text && !by_cursor {
         Some(state.pools.acquire(priority, budget.stop_at).await?)
     } else {
         None
@@ -164,13 +255,11 @@ async fn produce(
     };
     let chunk_bytes = CHUNK_BYTES.min(state.config.limits.max_message_bytes / 2);
     let mut chunk = QueryResponse {
-        columns: started.prepared.columns.clone(),
+        columns: prepared.columns.clone(),
         ..Default::default()
     };
     let (mut bytes, mut seen, mut pending) = (0usize, 0u64, Vec::new());
-    let stream = started.rows;
-    pin_mut!(stream);
-    while let Some(row) = stream.try_next().await? {
+    while let Some(row) = source.next(client).await? {
         seen += 1;
         if seen > cap {
             continue;
@@ -179,8 +268,10 @@ async fn produce(
         bytes += row.encoded_len();
         chunk.rows.push(row);
         if chunk.rows.len() >= CHUNK_ROWS || bytes >= chunk_bytes {
-            if let Some(h) = &helper {
-                fill_server_text(&h.conn, &mut chunk.rows, std::mem::take(&mut pending)).await?;
+            let texts = std::mem::take(&mut pending);
+            match &helper {
+                Some(h) => fill_server_text(&h.conn, &mut chunk.rows, texts).await?,
+                None => fill_server_text(client, &mut chunk.rows, texts).await?,
             }
             let full = std::mem::take(&mut chunk);
             bytes = 0;
@@ -194,18 +285,23 @@ async fn produce(
             }
         }
     }
-    if let Some(h) = &helper {
-        fill_server_text(&h.conn, &mut chunk.rows, pending).await?;
+    match &helper {
+        Some(h) => fill_server_text(&h.conn, &mut chunk.rows, pending).await?,
+        None => fill_server_text(client, &mut chunk.rows, pending).await?,
     }
-    let rows_affected = stream.rows_affected().unwrap_or(0);
+    let rows_affected = source.finish(client).await?;
+    if by_cursor {
+        // The cursor's transaction is over: the connection is reusable again.
+        inflight.keep();
+    }
     chunk.rows_affected = rows_affected;
-    chunk.command_tag = started.prepared.tag.render(rows_affected);
+    chunk.command_tag = prepared.tag.render(rows_affected);
     chunk.truncated = seen > cap;
     let produced = Produced {
-        cached: started.cached,
-        execution_time: started.at.elapsed(),
-        changes_session: started.prepared.changes_session,
-        report_key: started.prepared.report_key,
+        cached,
+        execution_time: at.elapsed(),
+        changes_session: prepared.changes_session,
+        report_key: prepared.report_key,
     };
     Ok((chunk, produced))
 }

@@ -35,6 +35,24 @@ pub(crate) fn first_word(sql: &str) -> &str {
         .map_or("", |t| t.text)
 }
 
+/// Whether `sql` is a query PostgreSQL accepts as a cursor's (`DECLARE ... CURSOR FOR`): a
+/// SELECT, VALUES or TABLE, or a WITH whose parts modify nothing.
+pub fn is_cursor_query(sql: &str) -> bool {
+    let first = first_word(sql).to_ascii_uppercase();
+    let modifies = || {
+        tokens(sql).any(|t| {
+            t.kind == Kind::Word
+                && ["INSERT", "UPDATE", "DELETE", "MERGE", "INTO"]
+                    .iter()
+                    .any(|w| t.text.eq_ignore_ascii_case(w))
+        })
+    };
+    match first.as_str() {
+        "SELECT" | "VALUES" | "TABLE" | "WITH" => !modifies(),
+        _ => false,
+    }
+}
+
 /// Words outside every parenthesis, upper-cased, skipping quoted text and comments: what
 /// is left of a statement once CTE bodies and column lists are set aside.
 pub(crate) fn top_level_words(sql: &str) -> Vec<String> {
@@ -49,4 +67,30 @@ pub(crate) fn top_level_words(sql: &str) -> Vec<String> {
         }
     }
     words
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cursor_queries_are_plain_reads() {
+        for sql in [
+            "SELECT point(1, 2)",
+            "(SELECT 1)",
+            "VALUES (1)",
+            "TABLE t",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "select deleted_at from t",
+        ] {
+            assert!(super::is_cursor_query(sql), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO t VALUES (1) RETURNING p",
+            "WITH x AS (DELETE FROM t RETURNING p) SELECT * FROM x",
+            "SELECT * INTO t2 FROM t",
+            "SELECT * FROM t FOR UPDATE",
+            "SHOW work_mem",
+        ] {
+            assert!(!super::is_cursor_query(sql), "{sql}");
+        }
+    }
 }

@@ -151,7 +151,7 @@ async fn errors_end_the_stream_with_their_status_and_max_rows_truncates() {
 
 #[tokio::test]
 async fn a_stream_that_fails_midway_does_not_leave_its_statement_running() {
-    // One connection: the text of `point` needs a second one, which cannot be had.
+    // One connection; the stream's deadline ends it while its last row is still being made.
     let sidecar = Sidecar::start(&[
         "--pool-max",
         "1",
@@ -166,19 +166,20 @@ async fn a_stream_that_fails_midway_does_not_leave_its_statement_running() {
     let sql = format!(
         "SELECT point(g, g), (g = 2000 AND pg_sleep(4) IS NOT NULL) FROM generate_series(1, 2000) g /* {marker} */"
     );
-    let mut s = c
-        .stream_query(request(&sql, vec![]))
-        .await
-        .expect("stream")
-        .into_inner();
+    let mut req = request(&sql, vec![]);
+    req.timeout = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 0,
+    });
+    let mut s = c.stream_query(req).await.expect("stream").into_inner();
     let err = loop {
         match s.message().await {
             Ok(Some(_)) => continue,
-            Ok(None) => panic!("expected POOL_EXHAUSTED for the helper connection"),
+            Ok(None) => panic!("expected the deadline to end the stream"),
             Err(e) => break e,
         }
     };
-    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     let stopped = eventually(Duration::from_secs(1), || async {
         active_statements(&db, &marker).await == 0
     })
@@ -188,4 +189,53 @@ async fn a_stream_that_fails_midway_does_not_leave_its_statement_running() {
         .await
         .expect("the pool serves again");
     assert_eq!(scalar(&r), &int(1));
+}
+
+#[tokio::test]
+async fn server_text_streams_on_the_one_connection_it_has() {
+    // A pool of one: the text of `point` is asked on the streaming connection itself.
+    let sidecar = Sidecar::start(&["--pool-max", "1", "--pool-min", "1"]);
+    let mut c = sidecar.client().await;
+    let sql = "SELECT g, point(g, -g) FROM generate_series(1, 2500) g";
+    let mut s = c
+        .stream_query(request(sql, vec![]))
+        .await
+        .expect("stream")
+        .into_inner();
+    let (mut rows, mut last) = (Vec::new(), None);
+    while let Some(m) = s.message().await.expect("chunk") {
+        rows.extend(m.rows.clone());
+        last = Some(m);
+    }
+    let last = last.expect("a last message");
+    assert_eq!(rows.len(), 2500);
+    assert_eq!(rows[2499].values, vec![int(2500), text("(2500,-2500)")]);
+    assert_eq!(
+        (last.rows_affected, last.command_tag.as_str()),
+        (2500, "SELECT 2500")
+    );
+    // Capped: every row is still counted, only the first are sent.
+    let mut capped = request(sql, vec![]);
+    capped.max_rows = 10;
+    let mut s = c.stream_query(capped).await.expect("stream").into_inner();
+    let mut got = Vec::new();
+    while let Some(m) = s.message().await.expect("chunk") {
+        got.push(m);
+    }
+    let sent: usize = got.iter().map(|m| m.rows.len()).sum();
+    let end = got.last().expect("a last message");
+    assert_eq!((sent, end.truncated, end.rows_affected), (10, true, 2500));
+    // The connection is back, outside any transaction.
+    let r = query(
+        &mut c,
+        "SELECT count(*) FROM pg_cursors WHERE name = 'pgsidecar_stream'",
+        vec![],
+    )
+    .await
+    .expect("the pool serves again");
+    assert_eq!(
+        scalar(&r),
+        &int(0),
+        "the cursor and its transaction are over"
+    );
 }
