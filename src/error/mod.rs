@@ -60,6 +60,17 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A streamed statement that must be held whole before it streams (it needs
+    /// PostgreSQL's text output but cannot run as a cursor) returned more than the limit.
+    #[error(
+        "the result exceeds the {limit}-byte limit for a streamed statement that is held whole: \
+         it returns values PostgreSQL must print (cast them to text) and cannot run as a cursor \
+         (a write with RETURNING, SHOW, ...); lower max_rows or cast those columns to text"
+    )]
+    HeldTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
     /// The client cancelled or went away mid-call.
     #[error("the client cancelled the call")]
     ClientGone,
@@ -320,7 +331,7 @@ impl From<&Error> for Parts {
                 }
                 p
             }
-            Error::ResponseTooLarge { .. } => parts(
+            Error::ResponseTooLarge { .. } | Error::HeldTooLarge { .. } => parts(
                 Code::ResourceExhausted,
                 err.to_string(),
                 "RESPONSE_TOO_LARGE",

@@ -65,13 +65,15 @@ impl InFlight {
     }
 
     /// Finishes after `error`: when it stopped us reading a result PostgreSQL is still
-    /// producing (too large, undecodable, nobody to send it to, no second connection for
-    /// text output), the statement is cancelled
+    /// producing (too large, undecodable, nobody to send it to), the statement is cancelled
     /// and the connection discarded rather than left to drain a result no one wants.
     pub async fn finish_after_error(self, sql: &str, error: &Error) {
         if matches!(
             error,
-            Error::ResponseTooLarge { .. } | Error::Decode(_) | Error::ClientGone | Error::Pool(_)
+            Error::ResponseTooLarge { .. }
+                | Error::HeldTooLarge { .. }
+                | Error::Decode(_)
+                | Error::ClientGone
         ) {
             self.cancel();
         }

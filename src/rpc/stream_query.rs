@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::deadline::Budget;
 use super::{BoxStream, State};
 use crate::error::Error;
-use crate::exec::{InFlight, Spec, decode_row, fill_server_text};
+use crate::exec::{InFlight, PendingText, Spec, decode_row, fill_server_text};
 use crate::pool::Lease;
 use crate::pool::{Conn, Prepared};
 use crate::proto::{Priority, QueryRequest, QueryResponse};
@@ -46,7 +46,7 @@ pub(super) async fn stream_query(
     let pool = lease.pool;
     let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
     tokio::spawn(async move {
-        let result = run(&state, &req, lease, budget, &tx, priority).await;
+        let result = run(&state, &req, lease, budget, &tx).await;
         let served = result.as_ref().ok().copied().flatten();
         state.stats.record(Record {
             rpc: "StreamQuery",
@@ -67,17 +67,6 @@ pub(super) async fn stream_query(
 
 type Sender = mpsc::Sender<Result<QueryResponse, Status>>;
 
-/// What a finished stream reports to the figures.
-#[derive(Debug, Clone, Copy)]
-struct Served {
-    /// Rows returned or affected.
-    rows: u64,
-    /// The statement was already prepared on the connection.
-    cached: bool,
-    /// Its statement-report key.
-    report_key: u64,
-}
-
 /// Runs the statement and streams its rows; `Ok(None)` when the client went away.
 async fn run(
     state: &State,
@@ -85,8 +74,7 @@ async fn run(
     lease: Lease,
     budget: Budget,
     tx: &Sender,
-    priority: Priority,
-) -> Result<Option<Served>, Error> {
+) -> Result<Option<Produced>, Error> {
     let (pool, queue_time) = (lease.pool, lease.queue_time);
     let inflight = InFlight::new(lease);
     let spec = Spec {
@@ -94,7 +82,7 @@ async fn run(
         params: &req.params,
         max_rows: req.max_rows,
     };
-    let produce = produce(state, &inflight, &spec, tx, priority, budget);
+    let produce = produce(state, &inflight, &spec, tx);
     let result = tokio::select! {
         r = produce => r.map(|(mut last, produced)| {
             last.info = Some(crate::exec::execution_info(pool, produced.cached, queue_time, produced.execution_time, 1));
@@ -114,15 +102,10 @@ async fn run(
     };
     match result {
         Ok((last, produced)) => {
-            let served = Served {
-                rows: last.rows_affected,
-                cached: produced.cached,
-                report_key: produced.report_key,
-            };
             if tx.send(Ok(last)).await.is_ok() {
                 inflight.finish_after(produced.changes_session).await;
             }
-            Ok(Some(served))
+            Ok(Some(produced))
         }
         Err(e) => {
             inflight.finish_after_error(spec.sql, &e).await;
@@ -131,18 +114,26 @@ async fn run(
     }
 }
 
-/// What producing the stream learned, beside its last message.
+/// What producing the stream learned, beside its last message; also what a finished
+/// stream reports to the figures.
+#[derive(Debug, Clone, Copy)]
 struct Produced {
+    /// Rows returned or affected.
+    rows: u64,
+    /// The statement was already prepared on the connection.
     cached: bool,
+    /// From the statement's start to its last row.
     execution_time: Duration,
+    /// The statement may have changed session state, so the connection is reset.
     changes_session: bool,
+    /// Its statement-report key.
     report_key: u64,
 }
 
 /// Where the rows come from. A statement whose values all decode here streams straight from
 /// its execution. One that needs PostgreSQL's text output runs, when it is a plain query, as
 /// a cursor fetched a batch at a time, so that between batches the same connection is free
-/// to turn the batch's cells into text; anything else asks on a second connection.
+/// to turn the batch's cells into text; anything else is read whole first (see `produce`).
 enum Source {
     Rows(std::pin::Pin<Box<tokio_postgres::RowStream>>),
     Cursor {
@@ -222,8 +213,6 @@ async fn produce(
     inflight: &InFlight,
     spec: &Spec<'_>,
     tx: &Sender,
-    priority: Priority,
-    budget: Budget,
 ) -> Result<(QueryResponse, Produced), Error> {
     let client = inflight.client();
     let (prepared, cached) = crate::exec::prepare(client, spec.sql).await?;
@@ -242,18 +231,19 @@ async fn produce(
         let source = Source::Rows(Box::pin(started.rows));
         (source, started.prepared, started.cached)
     };
-    // Text for exotic types of a statement that cannot be a cursor is asked of PostgreSQL
-    // on a second connection: this one is busy streaming.
-    let helper = if prepared.needs_server_text && !by_cursor {
-        Some(state.pools.acquire(priority, budget.stop_at).await?)
-    } else {
-        None
-    };
+    // A statement that needs text output but cannot be a cursor (a write with RETURNING,
+    // SHOW …) keeps its connection busy until its last row: its chunks are held, within the
+    // response limit, and get their text and go out once it has finished.
+    let hold = prepared.needs_server_text && !by_cursor;
+    let hold_limit = state.config.limits.max_message_bytes;
+    let mut held: Vec<(QueryResponse, Vec<PendingText>)> = Vec::new();
+    let mut held_bytes = 0usize;
     let cap = match spec.max_rows {
         0 => u64::MAX,
         n => n.into(),
     };
     let chunk_bytes = CHUNK_BYTES.min(state.config.limits.max_message_bytes / 2);
+    let stalled = state.config.transaction_idle_timeout;
     let mut chunk = QueryResponse {
         columns: prepared.columns.clone(),
         ..Default::default()
@@ -267,41 +257,63 @@ async fn produce(
         let row = decode_row(&row, chunk.rows.len(), &mut pending)?;
         bytes += row.encoded_len();
         chunk.rows.push(row);
-        if chunk.rows.len() >= CHUNK_ROWS || bytes >= chunk_bytes {
-            let texts = std::mem::take(&mut pending);
-            match &helper {
-                Some(h) => fill_server_text(&h.conn, &mut chunk.rows, texts).await?,
-                None => fill_server_text(client, &mut chunk.rows, texts).await?,
-            }
-            let full = std::mem::take(&mut chunk);
-            bytes = 0;
-            // A client that stops reading for as long as a transaction may idle is gone.
-            let stalled = state.config.transaction_idle_timeout;
-            if !matches!(
-                tokio::time::timeout(stalled, tx.send(Ok(full))).await,
-                Ok(Ok(()))
-            ) {
-                return Err(Error::ClientGone);
+        if hold {
+            held_bytes += row_bytes(&chunk);
+            if held_bytes > hold_limit {
+                return Err(Error::HeldTooLarge { limit: hold_limit });
             }
         }
-    }
-    match &helper {
-        Some(h) => fill_server_text(&h.conn, &mut chunk.rows, pending).await?,
-        None => fill_server_text(client, &mut chunk.rows, pending).await?,
+        if chunk.rows.len() >= CHUNK_ROWS || bytes >= chunk_bytes {
+            let full = std::mem::take(&mut chunk);
+            let texts = std::mem::take(&mut pending);
+            bytes = 0;
+            if hold {
+                held.push((full, texts));
+            } else {
+                send(client, tx, full, texts, stalled).await?;
+            }
+        }
     }
     let rows_affected = source.finish(client).await?;
     if by_cursor {
         // The cursor's transaction is over: the connection is reusable again.
         inflight.keep();
     }
+    for (full, texts) in held {
+        send(client, tx, full, texts, stalled).await?;
+    }
+    fill_server_text(client, &mut chunk.rows, pending).await?;
     chunk.rows_affected = rows_affected;
     chunk.command_tag = prepared.tag.render(rows_affected);
     chunk.truncated = seen > cap;
     let produced = Produced {
+        rows: rows_affected,
         cached,
         execution_time: at.elapsed(),
         changes_session: prepared.changes_session,
         report_key: prepared.report_key,
     };
     Ok((chunk, produced))
+}
+
+/// The encoded size of the row just pushed onto `chunk`, with its framing.
+fn row_bytes(chunk: &QueryResponse) -> usize {
+    chunk.rows.last().map_or(0, |r| r.encoded_len() + 4)
+}
+
+/// Fills a chunk's text cells on the (idle) connection and sends it, waiting at most
+/// `stalled` for room: a client that stops reading for as long as a transaction may idle
+/// is gone.
+async fn send(
+    client: &Conn,
+    tx: &Sender,
+    mut chunk: QueryResponse,
+    texts: Vec<PendingText>,
+    stalled: Duration,
+) -> Result<(), Error> {
+    fill_server_text(client, &mut chunk.rows, texts).await?;
+    match tokio::time::timeout(stalled, tx.send(Ok(chunk))).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(Error::ClientGone),
+    }
 }

@@ -239,3 +239,75 @@ async fn server_text_streams_on_the_one_connection_it_has() {
         "the cursor and its transaction are over"
     );
 }
+
+#[tokio::test]
+async fn a_write_returning_server_text_streams_on_its_one_connection() {
+    // Not a cursor query: the rows are held until the INSERT ends, then get their text on
+    // the same connection. A pool of one, so nothing else could serve that text.
+    let db = admin().await;
+    let table = unique("returning_points");
+    db.batch_execute(&format!("CREATE TABLE {table} (p point)"))
+        .await
+        .expect("create");
+    let sidecar = Sidecar::start(&[
+        "--pool-max",
+        "1",
+        "--pool-min",
+        "1",
+        "--max-message-bytes",
+        "65536",
+    ]);
+    let mut c = sidecar.client().await;
+    let insert = |n: i64| {
+        let mut r = request(
+            &format!(
+                "INSERT INTO {table} SELECT point(g, -g) FROM generate_series(1, $1::int) g \
+                 RETURNING p"
+            ),
+            vec![int(n)],
+        );
+        r.timeout = Some(prost_types::Duration {
+            seconds: 10,
+            nanos: 0,
+        });
+        r
+    };
+    let mut s = c
+        .stream_query(insert(2500))
+        .await
+        .expect("stream")
+        .into_inner();
+    let (mut rows, mut messages, mut last) = (Vec::new(), 0, None);
+    while let Some(m) = s.message().await.expect("chunk") {
+        rows.extend(m.rows.clone());
+        messages += 1;
+        last = Some(m);
+    }
+    let last = last.expect("a last message");
+    assert_eq!(rows.len(), 2500);
+    assert!(messages >= 3, "{messages} messages for 2500 rows");
+    assert_eq!(rows[0].values, vec![text("(1,-1)")]);
+    assert_eq!(rows[2499].values, vec![text("(2500,-2500)")]);
+    assert_eq!(last.command_tag, "INSERT 0 2500");
+    // Held whole means bounded: past the message limit it is refused, clearly, and the
+    // pool's one connection is fit to serve again.
+    let mut s = c
+        .stream_query(insert(20_000))
+        .await
+        .expect("stream")
+        .into_inner();
+    let err = loop {
+        match s.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("a held result past the limit must fail"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(err.message().contains("cast"), "{err:?}");
+    let r = query(&mut c, "SELECT 1", vec![])
+        .await
+        .expect("the pool serves again");
+    assert_eq!(scalar(&r), &int(1));
+    let _ = db.batch_execute(&format!("DROP TABLE {table}")).await;
+}
