@@ -89,6 +89,8 @@ impl Key {
         "Most concurrent gRPC streams per client connection");
     pub(super) const READ_ONLY: Key = Key::new("read-only", "PGSIDECAR_READ_ONLY", "BOOL", "false",
         "Make every session read-only; writes fail with PERMISSION_DENIED");
+    pub(super) const RESET_ALWAYS: Key = Key::new("reset-always", "PGSIDECAR_RESET_ALWAYS", "BOOL", "false",
+        "Reset the session after every statement and transaction, not only when it changed");
     pub(super) const AUTH_TOKENS_FILE: Key = Key::new("auth-tokens-file", "PGSIDECAR_AUTH_TOKENS_FILE", "PATH", "",
         "File of accepted bearer tokens, one per line; none = no token needed");
     pub(super) const AUTH_TOKENS: Key = Key::new("auth-tokens", "PGSIDECAR_AUTH_TOKENS", "TOKENS", "",
@@ -101,7 +103,7 @@ impl Key {
         "PEM CA bundle: require client certificates it signed (mTLS)");
 
     /// Every setting, in `--help` order.
-    pub(super) const ALL: [Key; 39] = [
+    pub(super) const ALL: [Key; 40] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
@@ -111,7 +113,7 @@ impl Key {
         Key::TRANSACTION_MAX_DURATION, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
         Key::HTTP_ADDR, Key::REFLECTION, Key::LOG_FORMAT, Key::LOG_LEVEL, Key::MAX_SQL_BYTES,
         Key::MAX_PARAMS, Key::MAX_MESSAGE_BYTES, Key::MAX_ROWS, Key::SHUTDOWN_GRACE,
-        Key::WORKER_THREADS, Key::MAX_CONCURRENT_STREAMS, Key::READ_ONLY, Key::AUTH_TOKENS_FILE,
+        Key::WORKER_THREADS, Key::MAX_CONCURRENT_STREAMS, Key::READ_ONLY, Key::RESET_ALWAYS, Key::AUTH_TOKENS_FILE,
         Key::AUTH_TOKENS, Key::TLS_CERT, Key::TLS_KEY, Key::TLS_CLIENT_CA,
     ];
 }

@@ -282,6 +282,7 @@ impl Layers<'_> {
         self.set(&mut c.worker_threads, Key::WORKER_THREADS, threads)?;
         self.set(&mut c.limits.max_concurrent_streams, Key::MAX_CONCURRENT_STREAMS, integer(1, None))?;
         self.set(&mut c.read_only, Key::READ_ONLY, parse_bool)?;
+        self.set(&mut c.reset_always, Key::RESET_ALWAYS, parse_bool)?;
         let mut tokens = Vec::new();
         self.set(&mut tokens, Key::AUTH_TOKENS_FILE, read_tokens_file)?;
         let mut listed = Vec::new();

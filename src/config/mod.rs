@@ -181,6 +181,9 @@ pub struct Config {
     pub worker_threads: usize,
     /// Every session read-only (`default_transaction_read_only`); writes are refused.
     pub read_only: bool,
+    /// Reset every session after each autocommit statement and each transaction, not only
+    /// after one whose text or reported parameters show a change.
+    pub reset_always: bool,
     /// Accepted bearer tokens (from the tokens file and the tokens setting together).
     pub auth_tokens: Tokens,
     /// TLS for gRPC clients: certificate chain and key files (PEM); `None` = plaintext.
@@ -304,6 +307,7 @@ impl Config {
             shutdown_grace: Duration::from_millis(25_000),
             worker_threads: 1,
             read_only: false,
+            reset_always: false,
             auth_tokens: Tokens::default(),
             tls: None,
         }

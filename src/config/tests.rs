@@ -284,6 +284,7 @@ fn every_env_name_reaches_its_field() {
         ("PGSIDECAR_WORKER_THREADS", "0"),
         ("PGSIDECAR_MAX_CONCURRENT_STREAMS", "64"),
         ("PGSIDECAR_READ_ONLY", "true"),
+        ("PGSIDECAR_RESET_ALWAYS", "true"),
         ("PGSIDECAR_AUTH_TOKENS", " a-token , # not one,other "),
     ];
     let c = load(&[], &env).unwrap();
@@ -327,6 +328,7 @@ fn every_env_name_reaches_its_field() {
         shutdown_grace: Duration::ZERO,
         worker_threads: 0,
         read_only: true,
+        reset_always: true,
         auth_tokens: Tokens(vec!["a-token".into(), "other".into()]),
         tls: None,
     };
@@ -375,6 +377,7 @@ fn every_flag_reaches_its_field_and_beats_env() {
         "--worker-threads=3",
         "--max-concurrent-streams=7",
         "--read-only=yes",
+        "--reset-always=on",
         "--auth-tokens-file=",
         "--auth-tokens=t1",
         "--tls-cert=",
@@ -412,5 +415,6 @@ fn every_flag_reaches_its_field_and_beats_env() {
     assert_eq!(c.worker_threads, 3);
     assert_eq!(c.limits.max_concurrent_streams, 7);
     assert!(c.read_only);
+    assert!(c.reset_always);
     assert_eq!(c.auth_tokens, Tokens(vec!["t1".into()]));
 }

@@ -10,6 +10,10 @@ use crate::error::Error;
 use crate::pool::{Conn, Lease, Object};
 use crate::sql::session;
 
+/// Longest wait for a session reset (or a rollback before it) before the connection is
+/// closed instead.
+pub const RESET_WAIT: Duration = Duration::from_secs(2);
+
 /// A lease with a statement in flight. If it is dropped before [`InFlight::finish`] (the
 /// caller went away, or the deadline passed) the statement is cancelled in PostgreSQL and
 /// the connection discarded, so no orphan query keeps a backend busy and a late cancel can
@@ -80,16 +84,19 @@ impl InFlight {
         self.finish_after(session::may_change_session(sql)).await;
     }
 
-    /// Resets the session if the statement may have changed it, then finishes.
+    /// Resets the session if its text says the statement may have changed it, or if
+    /// PostgreSQL reported a changed parameter (a function's `set_config`, say), then
+    /// finishes. A reset that fails or does not take, or takes longer than
+    /// [`RESET_WAIT`], closes the connection instead: no one inherits a session in doubt.
     pub async fn finish_after(self, changes_session: bool) {
         let doomed =
             self.cancel_sent.load(Ordering::Relaxed) || self.discard.load(Ordering::Relaxed);
-        if changes_session
-            && !doomed
-            && !self.client().is_closed()
-            && crate::pool::reset(self.client()).await.is_err()
-        {
-            self.discard();
+        let client = self.client();
+        if !doomed && !client.is_closed() && (changes_session || client.session_reported_change()) {
+            let reset = tokio::time::timeout(RESET_WAIT, crate::pool::reset(client)).await;
+            if !matches!(reset, Ok(Ok(()))) || client.session_reported_change() {
+                self.discard();
+            }
         }
         self.finish();
     }

@@ -13,9 +13,9 @@ use crate::config::Limits;
 use crate::error::Error;
 use crate::proto::{ExecutionInfo, QueryResponse, Value};
 
-pub use guard::{InFlight, cancels_delivered};
-pub use prepare::{Failed, Started, prepare, start, start_prepared};
-pub use rows::{decode_row, row_cap, run};
+pub use guard::{InFlight, RESET_WAIT, cancels_delivered};
+pub use prepare::{Failed, Started, Trailer, prepare, start, start_prepared};
+pub use rows::{decode_row, row_cap, run, session_left_changed};
 pub use server_text::{PendingText, fill_server_text};
 
 /// One statement to run.
@@ -26,6 +26,19 @@ pub struct Spec<'a> {
     pub params: &'a [Value],
     /// Rows to return; 0 means the server's limit.
     pub max_rows: u32,
+    /// What is sent around an autocommit statement; nothing inside a transaction.
+    pub around: Around,
+}
+
+/// What is sent with an autocommit statement, pipelined so that it costs no round trip of
+/// its own: the READ ONLY transaction it runs in, and the session reset that follows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Around {
+    /// Run it in `BEGIN READ ONLY … COMMIT`: no session default a function may have
+    /// changed can make it writable.
+    pub read_only: bool,
+    /// Reset the session right after it, whatever it did.
+    pub reset: bool,
 }
 
 /// What running a statement produced, before `info` is filled in.

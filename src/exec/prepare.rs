@@ -2,9 +2,11 @@
 //! connection's statement cache with what every execution needs worked out once, its
 //! parameters bound, its execution sent; and whether a failure may have run it.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::future::{BoxFuture, MaybeDone, maybe_done};
 use tokio_postgres::error::SqlState;
 
 use super::Spec;
@@ -79,9 +81,12 @@ fn not_run(e: impl Into<Error>) -> Failed {
 }
 
 /// A statement whose execution has been sent: its rows are read from `rows`.
-pub struct Started {
+pub struct Started<'a> {
     /// The result rows as PostgreSQL sends them.
     pub rows: tokio_postgres::RowStream,
+    /// What was sent after it (see [`super::Around`]), to be waited for once the rows are
+    /// read.
+    pub trailer: Trailer<'a>,
     /// The statement and what is known about it.
     pub prepared: Arc<Prepared>,
     /// The statement was already prepared on this connection.
@@ -92,18 +97,18 @@ pub struct Started {
 
 /// Prepares (or finds), binds and sends `spec` for execution. A cached statement the
 /// schema changed under is dropped, prepared afresh and sent once more.
-pub async fn start(conn: &Conn, spec: &Spec<'_>) -> Result<Started, Failed> {
+pub async fn start<'a>(conn: &'a Conn, spec: &Spec<'_>) -> Result<Started<'a>, Failed> {
     let (prepared, cached) = prepare(conn, spec.sql).await.map_err(not_run)?;
     start_prepared(conn, prepared, cached, spec).await
 }
 
 /// As [`start`], for a statement already found or prepared with [`prepare`].
-pub async fn start_prepared(
-    conn: &Conn,
+pub async fn start_prepared<'a>(
+    conn: &'a Conn,
     prepared: Arc<Prepared>,
     cached: bool,
     spec: &Spec<'_>,
-) -> Result<Started, Failed> {
+) -> Result<Started<'a>, Failed> {
     match send(conn, &prepared, spec).await {
         Err(Failed {
             error: Error::Postgres(e),
@@ -111,18 +116,20 @@ pub async fn start_prepared(
         }) if cached && stale_statement(&e) => {
             conn.statements().invalidate(spec.sql);
             let (prepared, _) = prepare(conn, spec.sql).await.map_err(not_run)?;
-            let (rows, at) = send(conn, &prepared, spec).await?;
+            let (rows, trailer, at) = send(conn, &prepared, spec).await?;
             Ok(Started {
                 rows,
+                trailer,
                 prepared,
                 cached: false,
                 at,
             })
         }
         sent => {
-            let (rows, at) = sent?;
+            let (rows, trailer, at) = sent?;
             Ok(Started {
                 rows,
+                trailer,
                 prepared,
                 cached,
                 at,
@@ -131,22 +138,82 @@ pub async fn start_prepared(
     }
 }
 
-/// Binds the parameters and sends the execution.
-async fn send(
-    conn: &Conn,
+/// What follows a statement on its connection, sent before its first answer is awaited.
+pub struct Trailer<'a>(
+    Option<Pin<Box<MaybeDone<BoxFuture<'a, Result<(), tokio_postgres::Error>>>>>>,
+);
+
+impl Trailer<'_> {
+    /// Waits for what followed the statement. Its rows must have been read first: the
+    /// answer comes after them.
+    pub async fn finish(self) -> Result<(), tokio_postgres::Error> {
+        let Some(mut sent) = self.0 else {
+            return Ok(());
+        };
+        sent.as_mut().await;
+        sent.as_mut().take_output().unwrap_or(Ok(()))
+    }
+}
+
+/// The simple-query text that follows an autocommit statement, if any.
+fn trailer_sql(around: super::Around) -> Option<&'static str> {
+    match (around.read_only, around.reset) {
+        (false, false) => None,
+        (true, false) => Some("COMMIT"),
+        (false, true) => Some(crate::pool::RESET_AFTER_EACH_SQL),
+        (true, true) => Some(crate::pool::COMMIT_THEN_RESET_SQL),
+    }
+}
+
+/// Binds the parameters and sends the execution, with what goes around it: `BEGIN READ
+/// ONLY` before it and the trailer after it go out in the same write, so the statement
+/// still costs one round trip.
+async fn send<'a>(
+    conn: &'a Conn,
     prepared: &Prepared,
     spec: &Spec<'_>,
-) -> Result<(tokio_postgres::RowStream, Instant), Failed> {
+) -> Result<(tokio_postgres::RowStream, Trailer<'a>, Instant), Failed> {
     let params = bind_params(prepared.statement.params(), spec.params).map_err(not_run)?;
     let at = Instant::now();
     // A connection already closed sends nothing: tokio-postgres fails the request locally.
     let closed_before = conn.is_closed();
-    let rows = conn
-        .query_raw(&prepared.statement, params.iter())
-        .await
-        .map_err(|e| Failed {
-            may_have_run: !closed_before,
-            error: e.into(),
-        })?;
-    Ok((rows, at))
+    let failed = |e: tokio_postgres::Error| Failed {
+        may_have_run: !closed_before,
+        error: e.into(),
+    };
+    let Some(trailer_sql) = trailer_sql(spec.around) else {
+        let rows = conn
+            .query_raw(&prepared.statement, params.iter())
+            .await
+            .map_err(failed)?;
+        return Ok((rows, Trailer(None), at));
+    };
+    // tokio-postgres puts a request on the wire when its future is first polled, and
+    // answers requests in order: so each is polled once, in order, before any is awaited.
+    let mut begin = std::pin::pin!(maybe_done(async {
+        match spec.around.read_only {
+            true => conn.batch_execute("BEGIN READ ONLY").await,
+            false => Ok(()),
+        }
+    }));
+    let _ = futures_util::poll!(begin.as_mut());
+    let mut execute = std::pin::pin!(maybe_done(
+        conn.query_raw(&prepared.statement, params.iter())
+    ));
+    let _ = futures_util::poll!(execute.as_mut());
+    let sent: BoxFuture<'a, _> = Box::pin(conn.batch_execute(trailer_sql));
+    let mut trailer = Box::pin(maybe_done(sent));
+    let _ = futures_util::poll!(trailer.as_mut());
+    let trailer = Trailer(Some(trailer));
+    begin.as_mut().await;
+    if let Some(Err(e)) = begin.as_mut().take_output() {
+        return Err(failed(e));
+    }
+    execute.as_mut().await;
+    let rows = execute
+        .as_mut()
+        .take_output()
+        .expect("awaited to its output")
+        .map_err(failed)?;
+    Ok((rows, trailer, at))
 }

@@ -47,10 +47,17 @@ pub fn row_cap(max_rows: u32, limits: &Limits) -> u64 {
     .into()
 }
 
+/// Whether the statement may have left session state behind for the guard to reset: not
+/// when the reset sent right after it already did.
+pub fn session_left_changed(prepared: &crate::pool::Prepared, spec: &Spec<'_>) -> bool {
+    prepared.changes_session && !spec.around.reset
+}
+
 /// Runs `spec` on `client` and collects its result within `limits`.
 pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
     let Started {
         rows: stream,
+        trailer,
         prepared,
         cached,
         at: started,
@@ -82,6 +89,9 @@ pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Execut
         rows.push(row);
     }
     let rows_affected = stream.rows_affected().unwrap_or(0);
+    // What followed the statement failing leaves the session in doubt: the guard resets it
+    // (and closes the connection if that fails too).
+    let trailer_failed = trailer.finish().await.is_err();
     fill_server_text(conn, &mut rows, pending).await?;
     let execution_time = started.elapsed();
 
@@ -96,7 +106,7 @@ pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Execut
         },
         cached,
         execution_time,
-        changes_session: prepared.changes_session,
+        changes_session: session_left_changed(&prepared, spec) || trailer_failed,
         report_key: prepared.report_key,
     })
 }

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
 use deadpool::managed::{Hook, Pool as DeadPool, PoolError as DeadPoolError, Timeouts};
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::PoolError;
@@ -60,10 +59,9 @@ impl Pool {
                 pool: name,
                 message,
             })?;
-        // Validation is ours (ConnManager::recycle), so deadpool-postgres only connects.
-        let recycling_method = RecyclingMethod::Fast;
         let manager = ConnManager::new(
-            Manager::from_config(pg, tls.clone(), ManagerConfig { recycling_method }),
+            pg,
+            tls.clone(),
             config.connection_validation,
             config.statement_cache_size,
             cache_stats.clone(),

@@ -1,5 +1,5 @@
-//! One pooled connection — the tokio-postgres client and its prepared-statement cache — and
-//! how deadpool creates and recycles it.
+//! One pooled connection — the tokio-postgres client, its prepared-statement cache and the
+//! watch on its reported session parameters — and how deadpool creates and recycles it.
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,6 +8,9 @@ use std::time::Duration;
 use deadpool::managed::{Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
 
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::session_watch::{self, Watch};
 use super::statement_cache::{CacheStats, StatementCache};
 
 /// A connection younger than this since its last checkout is known to work: it just did.
@@ -22,6 +25,7 @@ static CLOSED_LOG: crate::telemetry::LogGate = crate::telemetry::LogGate::new(5)
 pub struct Conn {
     client: ClientWrapper,
     statements: Mutex<StatementCache>,
+    session: Arc<Watch>,
 }
 
 impl Conn {
@@ -29,6 +33,13 @@ impl Conn {
     /// touches it, so the lock is never contended; it is never held across an await.
     pub fn statements(&self) -> MutexGuard<'_, StatementCache> {
         self.statements.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether PostgreSQL reported a session parameter (role, read-only default, time zone
+    /// …) changed since the connection opened. Exact once the last result was read to
+    /// its end.
+    pub fn session_reported_change(&self) -> bool {
+        self.session.changed()
     }
 }
 
@@ -40,10 +51,11 @@ impl Deref for Conn {
     }
 }
 
-/// Creates connections with deadpool-postgres's manager (session setup included) and gives
-/// each its own statement cache.
+/// Opens connections (session setup is in the connection's startup options), drives each
+/// in a task that watches its reported parameters, and gives each its own statement cache.
 pub struct ConnManager {
-    inner: deadpool_postgres::Manager,
+    pg: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     validate: bool,
     cache_size: usize,
     cache_stats: Arc<CacheStats>,
@@ -52,13 +64,15 @@ pub struct ConnManager {
 impl ConnManager {
     /// A manager; `validate` checks idle connections with a round trip before reuse.
     pub fn new(
-        inner: deadpool_postgres::Manager,
+        pg: tokio_postgres::Config,
+        tls: MakeRustlsConnect,
         validate: bool,
         cache_size: usize,
         cache_stats: Arc<CacheStats>,
     ) -> Self {
         ConnManager {
-            inner,
+            pg,
+            tls,
             validate,
             cache_size,
             cache_stats,
@@ -71,9 +85,11 @@ impl deadpool::managed::Manager for ConnManager {
     type Error = tokio_postgres::Error;
 
     async fn create(&self) -> Result<Conn, tokio_postgres::Error> {
-        let client = deadpool::managed::Manager::create(&self.inner).await?;
+        let (client, connection) = self.pg.connect(self.tls.clone()).await?;
+        let (session, task) = session_watch::spawn(connection);
         Ok(Conn {
-            client,
+            client: ClientWrapper::new(client, task),
+            session,
             statements: Mutex::new(StatementCache::new(
                 self.cache_size,
                 self.cache_stats.clone(),

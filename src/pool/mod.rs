@@ -8,6 +8,7 @@ mod connection;
 mod maintenance;
 mod reset;
 pub mod route;
+mod session_watch;
 mod statement_cache;
 
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use crate::telemetry::LogGate;
 
 use bounded::Pool;
 pub use connection::Conn;
-pub use reset::reset;
+pub use reset::{COMMIT_THEN_RESET_SQL, RESET_AFTER_EACH_SQL, reset};
 pub use route::Target;
 pub use statement_cache::{CacheStats, Prepared};
 

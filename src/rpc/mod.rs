@@ -57,6 +57,14 @@ impl State {
     }
 }
 
+/// What goes around an autocommit statement (Query, StreamQuery) under these settings.
+fn autocommit(state: &State) -> crate::exec::Around {
+    crate::exec::Around {
+        read_only: state.config.read_only,
+        reset: state.config.reset_always,
+    }
+}
+
 /// The `dataaccess.v1.DataAccess` implementation.
 #[derive(Clone)]
 pub struct DataAccessService {

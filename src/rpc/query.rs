@@ -122,6 +122,7 @@ async fn run_on(
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
+        around: super::autocommit(state),
     };
     let mut backoff = crate::time::Backoff::new(budget.stop_at);
     let mut attempts = 0u32;

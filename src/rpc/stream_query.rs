@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::deadline::Budget;
 use super::{BoxStream, State};
 use crate::error::Error;
-use crate::exec::{InFlight, PendingText, Spec, decode_row, fill_server_text};
+use crate::exec::{InFlight, PendingText, Spec, Trailer, decode_row, fill_server_text};
 use crate::pool::Lease;
 use crate::pool::{Conn, Prepared};
 use crate::proto::{Priority, QueryRequest, QueryResponse};
@@ -81,6 +81,7 @@ async fn run(
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
+        around: super::autocommit(state),
     };
     let produce = produce(state, &inflight, &spec, tx);
     let result = tokio::select! {
@@ -134,8 +135,8 @@ struct Produced {
 /// its execution. One that needs PostgreSQL's text output runs, when it is a plain query, as
 /// a cursor fetched a batch at a time, so that between batches the same connection is free
 /// to turn the batch's cells into text; anything else is read whole first (see `produce`).
-enum Source {
-    Rows(std::pin::Pin<Box<tokio_postgres::RowStream>>),
+enum Source<'a> {
+    Rows(std::pin::Pin<Box<tokio_postgres::RowStream>>, Trailer<'a>),
     Cursor {
         fetch: tokio_postgres::Statement,
         batch: std::collections::VecDeque<tokio_postgres::Row>,
@@ -147,10 +148,15 @@ enum Source {
 /// The cursor a statement needing text output is read through, in its own transaction.
 const CURSOR: &str = "pgsidecar_stream";
 
-impl Source {
-    /// Declares the cursor for `prepared` with the request's parameters, in a transaction.
+impl Source<'_> {
+    /// Declares the cursor for `prepared` with the request's parameters, in a transaction
+    /// (READ ONLY in read-only mode).
     async fn cursor(client: &Conn, prepared: &Prepared, spec: &Spec<'_>) -> Result<Self, Error> {
-        client.batch_execute("BEGIN").await?;
+        let begin = match spec.around.read_only {
+            true => "BEGIN READ ONLY",
+            false => "BEGIN",
+        };
+        client.batch_execute(begin).await?;
         let declare = client
             .prepare_typed(
                 &format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {}", spec.sql),
@@ -172,7 +178,7 @@ impl Source {
 
     async fn next(&mut self, client: &Conn) -> Result<Option<tokio_postgres::Row>, Error> {
         match self {
-            Source::Rows(rows) => Ok(rows.try_next().await?),
+            Source::Rows(rows, _) => Ok(rows.try_next().await?),
             Source::Cursor {
                 fetch,
                 batch,
@@ -192,16 +198,20 @@ impl Source {
         }
     }
 
-    /// Rows the statement produced (or affected), once every row was read; ends the
-    /// cursor's transaction.
-    async fn finish(self, client: &Conn) -> Result<u64, Error> {
+    /// Rows the statement produced (or affected), once every row was read, and whether
+    /// what followed it failed (leaving the session in doubt); ends the cursor's
+    /// transaction.
+    async fn finish(self, client: &Conn) -> Result<(u64, bool), Error> {
         match self {
-            Source::Rows(rows) => Ok(rows.rows_affected().unwrap_or(0)),
+            Source::Rows(rows, trailer) => {
+                let affected = rows.rows_affected().unwrap_or(0);
+                Ok((affected, trailer.finish().await.is_err()))
+            }
             Source::Cursor { seen, .. } => {
                 client
                     .batch_execute(&format!("CLOSE {CURSOR}; COMMIT"))
                     .await?;
-                Ok(seen)
+                Ok((seen, false))
             }
         }
     }
@@ -228,7 +238,7 @@ async fn produce(
         let started = crate::exec::start_prepared(client, prepared, cached, spec)
             .await
             .map_err(|f| f.error)?;
-        let source = Source::Rows(Box::pin(started.rows));
+        let source = Source::Rows(Box::pin(started.rows), started.trailer);
         (source, started.prepared, started.cached)
     };
     // A statement that needs text output but cannot be a cursor (a write with RETURNING,
@@ -274,7 +284,7 @@ async fn produce(
             }
         }
     }
-    let rows_affected = source.finish(client).await?;
+    let (rows_affected, trailer_failed) = source.finish(client).await?;
     if by_cursor {
         // The cursor's transaction is over: the connection is reusable again.
         inflight.keep();
@@ -290,7 +300,10 @@ async fn produce(
         rows: rows_affected,
         cached,
         execution_time: at.elapsed(),
-        changes_session: prepared.changes_session,
+        // The cursor's statements are not followed by a reset: the guard resets always.
+        changes_session: crate::exec::session_left_changed(&prepared, spec)
+            || trailer_failed
+            || (by_cursor && spec.around.reset),
         report_key: prepared.report_key,
     };
     Ok((chunk, produced))

@@ -15,7 +15,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::{BoxStream, State};
 use crate::error::Error;
-use crate::exec::{InFlight, Spec};
+use crate::exec::{Around, InFlight, RESET_WAIT, Spec};
 use crate::proto::transaction_request::Action;
 use crate::proto::transaction_response::Event;
 use crate::proto::{
@@ -33,8 +33,6 @@ const BUFFERED_RESPONSES: usize = 16;
 const SERVER_IDLE_MARGIN: Duration = Duration::from_secs(5);
 /// The longest idle timeout a client may ask for.
 const MAX_IDLE: Duration = Duration::from_secs(86_400);
-/// Longest wait for a ROLLBACK on the way out before the connection is discarded instead.
-const ROLLBACK_WAIT: Duration = Duration::from_secs(2);
 
 type Sender = mpsc::Sender<Result<TransactionResponse, Status>>;
 
@@ -100,26 +98,17 @@ impl Held {
             .client()
     }
 
-    /// Gives the connection back: rolls back what is still open, resets a dirty session,
-    /// and discards the connection if either fails or a cancel was sent.
+    /// Gives the connection back: rolls back what is still open, resets a session that
+    /// may have changed, and discards the connection if either fails or a cancel was sent.
     async fn end(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         if self.open {
-            let rolled_back = timeout(ROLLBACK_WAIT, conn.client().batch_execute("ROLLBACK")).await;
+            let rolled_back = timeout(RESET_WAIT, conn.client().batch_execute("ROLLBACK")).await;
             if !matches!(rolled_back, Ok(Ok(()))) {
                 conn.discard();
             }
         }
-        if self.dirty
-            && !conn.client().is_closed()
-            && !matches!(
-                timeout(ROLLBACK_WAIT, crate::pool::reset(conn.client())).await,
-                Ok(Ok(()))
-            )
-        {
-            conn.discard();
-        }
-        conn.finish();
+        conn.finish_after(self.dirty).await;
     }
 
     /// The client is gone mid-statement: cancel it in PostgreSQL and close the connection,
@@ -259,6 +248,7 @@ async fn serve(
         .await?;
     lease.open = true;
     lease.began = true;
+    lease.dirty = state.config.reset_always;
     crate::telemetry::transaction_began();
     let transaction_id = new_transaction_id();
     tracing::debug!(%transaction_id, pool, "transaction begun");
@@ -417,6 +407,9 @@ impl Open<'_> {
             sql: &stmt.sql,
             params: &stmt.params,
             max_rows: stmt.max_rows,
+            // Inside the transaction: its BEGIN made it READ ONLY in read-only mode, and
+            // its end resets.
+            around: Around::default(),
         };
         let started = Instant::now();
         let result = tokio::select! {

@@ -14,6 +14,7 @@ mod query;
 mod roundtrip;
 mod security;
 mod server;
+mod session_leaks;
 mod statements;
 mod stream;
 mod tls;
