@@ -138,10 +138,11 @@ pub async fn start_prepared<'a>(
     }
 }
 
+/// A request already on the wire, whose answer is still to come.
+type Sent<'a> = BoxFuture<'a, Result<(), tokio_postgres::Error>>;
+
 /// What follows a statement on its connection, sent before its first answer is awaited.
-pub struct Trailer<'a>(
-    Option<Pin<Box<MaybeDone<BoxFuture<'a, Result<(), tokio_postgres::Error>>>>>>,
-);
+pub struct Trailer<'a>(Option<Pin<Box<MaybeDone<Sent<'a>>>>>);
 
 impl Trailer<'_> {
     /// Waits for what followed the statement. Its rows must have been read first: the
@@ -201,7 +202,7 @@ async fn send<'a>(
         conn.query_raw(&prepared.statement, params.iter())
     ));
     let _ = futures_util::poll!(execute.as_mut());
-    let sent: BoxFuture<'a, _> = Box::pin(conn.batch_execute(trailer_sql));
+    let sent: Sent<'a> = Box::pin(conn.batch_execute(trailer_sql));
     let mut trailer = Box::pin(maybe_done(sent));
     let _ = futures_util::poll!(trailer.as_mut());
     let trailer = Trailer(Some(trailer));
