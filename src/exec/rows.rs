@@ -49,6 +49,13 @@ pub fn row_cap(max_rows: u32, limits: &Limits) -> u64 {
 
 /// Runs `spec` on `client` and collects its result within `limits`.
 pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
+    collect(conn, spec, limits).await.map_err(|f| Failed {
+        error: super::explain(conn, f.error, limits),
+        ..f
+    })
+}
+
+async fn collect(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
     let Started {
         rows: stream,
         prepared,

@@ -7,15 +7,13 @@ use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
 use deadpool::managed::{Hook, Pool as DeadPool, PoolError as DeadPoolError, Timeouts};
-use deadpool_postgres::{Manager, ManagerConfig, RecyclingMethod};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::PoolError;
 use super::admission::Admission;
 use super::connection::ConnManager;
 use super::statement_cache::CacheStats;
 use crate::config::{Config, PoolConfig};
-use crate::conninfo::{SessionSettings, session_config};
+use crate::conninfo::{PgConnect, SessionSettings, session_config};
 use crate::proto::PoolStats;
 use crate::telemetry::LogGate;
 
@@ -39,8 +37,16 @@ pub(super) struct Pool {
     pub(super) min_idle: u32,
     pub(super) admission: Arc<Admission>,
     pub(super) counters: Arc<Counters>,
-    pub(super) tls: MakeRustlsConnect,
+    pub(super) tls: PgConnect,
 }
+
+/// How far past the gRPC message limit one message from PostgreSQL may go before it is
+/// refused unread. A row's size on the wire is close to its size in a response (a text or
+/// bytea cell is its bytes either way), so a row past the limit by more than this can never
+/// be sent; the slack covers framing, the non-row messages a statement gets (a
+/// RowDescription of 1664 columns, a ParameterDescription of 65535 parameters), and rows
+/// whose binary form is somewhat larger than their response (numbers in arrays).
+const WIRE_SLACK: u64 = 1 << 20;
 
 impl Pool {
     pub(super) fn new(
@@ -54,16 +60,17 @@ impl Pool {
             idle_in_transaction_timeout: config.transaction_idle_timeout,
             read_only: config.read_only,
             connect_timeout: config.connection_timeout,
+            max_backend_message: (config.limits.max_message_bytes as u64)
+                .saturating_add(WIRE_SLACK),
         };
         let (pg, tls) =
             session_config(&pool.database_url, &settings).map_err(|message| PoolError::Config {
                 pool: name,
                 message,
             })?;
-        // Validation is ours (ConnManager::recycle), so deadpool-postgres only connects.
-        let recycling_method = RecyclingMethod::Fast;
         let manager = ConnManager::new(
-            Manager::from_config(pg, tls.clone(), ManagerConfig { recycling_method }),
+            pg,
+            tls.clone(),
             config.connection_validation,
             config.statement_cache_size,
             cache_stats.clone(),

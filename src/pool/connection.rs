@@ -1,5 +1,5 @@
-//! One pooled connection — the tokio-postgres client and its prepared-statement cache — and
-//! how deadpool creates and recycles it.
+//! One pooled connection — the tokio-postgres client, its prepared-statement cache and the
+//! tripwire of its size guard — and how deadpool creates and recycles it.
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,6 +9,7 @@ use deadpool::managed::{Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
 
 use super::statement_cache::{CacheStats, StatementCache};
+use crate::conninfo::{PgConnect, Tripwire};
 
 /// A connection younger than this since its last checkout is known to work: it just did.
 /// Validation spends its round trip only on connections that sat idle long enough to have
@@ -22,9 +23,16 @@ static CLOSED_LOG: crate::telemetry::LogGate = crate::telemetry::LogGate::new(5)
 pub struct Conn {
     client: ClientWrapper,
     statements: Mutex<StatementCache>,
+    tripwire: Arc<Tripwire>,
 }
 
 impl Conn {
+    /// The declared size of the message PostgreSQL sent that was refused unread for being
+    /// over the limit, which closed this connection; `None` if none was.
+    pub fn refused_message(&self) -> Option<u64> {
+        self.tripwire.tripped()
+    }
+
     /// This connection's prepared-statement cache. Only the request holding the connection
     /// touches it, so the lock is never contended; it is never held across an await.
     pub fn statements(&self) -> MutexGuard<'_, StatementCache> {
@@ -40,10 +48,11 @@ impl Deref for Conn {
     }
 }
 
-/// Creates connections with deadpool-postgres's manager (session setup included) and gives
-/// each its own statement cache.
+/// Opens connections (the session settings are in the startup packet), each with its own
+/// statement cache and size guard.
 pub struct ConnManager {
-    inner: deadpool_postgres::Manager,
+    pg: tokio_postgres::Config,
+    connect: PgConnect,
     validate: bool,
     cache_size: usize,
     cache_stats: Arc<CacheStats>,
@@ -52,13 +61,15 @@ pub struct ConnManager {
 impl ConnManager {
     /// A manager; `validate` checks idle connections with a round trip before reuse.
     pub fn new(
-        inner: deadpool_postgres::Manager,
+        pg: tokio_postgres::Config,
+        connect: PgConnect,
         validate: bool,
         cache_size: usize,
         cache_stats: Arc<CacheStats>,
     ) -> Self {
         ConnManager {
-            inner,
+            pg,
+            connect,
             validate,
             cache_size,
             cache_stats,
@@ -71,9 +82,24 @@ impl deadpool::managed::Manager for ConnManager {
     type Error = tokio_postgres::Error;
 
     async fn create(&self) -> Result<Conn, tokio_postgres::Error> {
-        let client = deadpool::managed::Manager::create(&self.inner).await?;
+        // The connector is made per connection, so the tripwire is this connection's own.
+        let (connect, tripwire) = self.connect.for_connection();
+        let (client, connection) = self.pg.connect(connect).await?;
+        let refused = tripwire.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                let reason = match refused.tripped() {
+                    Some(_) => "a message from PostgreSQL over the size limit",
+                    None => "connection error",
+                };
+                if let Some(held_back) = CLOSED_LOG.admit() {
+                    tracing::info!(held_back, error = %e, reason, "connection closed");
+                }
+            }
+        });
         Ok(Conn {
-            client,
+            client: ClientWrapper::new(client, task),
+            tripwire,
             statements: Mutex::new(StatementCache::new(
                 self.cache_size,
                 self.cache_stats.clone(),
