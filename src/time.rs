@@ -11,6 +11,9 @@ const SCHEDULE: [Duration; 3] = [
 ];
 /// Every attempt starts within this long of the first.
 const BUDGET: Duration = Duration::from_secs(5);
+/// How long before the end of its budget a schedule that keeps trying makes its last
+/// attempt: time for one connection to open (TCP, TLS, authentication) on a slow network.
+const LAST_ATTEMPT_LEAD: Duration = Duration::from_millis(250);
 
 /// A pseudo-random fraction in [0, 1) for jitter, from `seed`; no RNG crate for this.
 pub fn jitter_fraction(seed: impl std::hash::Hash) -> f64 {
@@ -27,12 +30,17 @@ pub enum GiveUp {
 }
 
 /// The retry schedule of one operation: 100, 500, 2000 ms plus jitter, all attempts
-/// within five seconds of the first and before the deadline.
+/// within five seconds of the first and before the deadline; or, for something that may
+/// come up at any moment, attempts until a stop time (see [`Backoff::until_end`]).
 #[derive(Debug)]
 pub struct Backoff {
     next: std::slice::Iter<'static, Duration>,
     started: Instant,
     deadline: Option<Instant>,
+    /// Keep trying until `deadline` rather than for the schedule and the budget.
+    keep_trying: bool,
+    /// The last attempt before `deadline` was given.
+    last_given: bool,
 }
 
 impl Backoff {
@@ -41,17 +49,34 @@ impl Backoff {
         Self::starting_at(Instant::now(), deadline)
     }
 
+    /// The schedule of connecting until `end`: the pauses above, then the last one again and
+    /// again; and when the next pause would leave no time to connect before `end`, one last
+    /// attempt just before it instead of giving up. A database that comes up late (the
+    /// sidecar often starts before it in a pod) is then found within the caller's budget
+    /// however the pauses fall.
+    pub fn until_end(end: Instant) -> Self {
+        Backoff {
+            keep_trying: true,
+            ..Self::starting_at(Instant::now(), Some(end))
+        }
+    }
+
     fn starting_at(started: Instant, deadline: Option<Instant>) -> Self {
         Backoff {
             next: SCHEDULE.iter(),
             started,
             deadline,
+            keep_trying: false,
+            last_given: false,
         }
     }
 
     /// When the next attempt may start, or why there is none.
     pub fn next_at(&mut self) -> Result<Instant, GiveUp> {
         let now = Instant::now();
+        if let (true, Some(end)) = (self.keep_trying, self.deadline) {
+            return self.next_until(now, end);
+        }
         let Some(pause) = self.next.next() else {
             return Err(GiveUp::Exhausted);
         };
@@ -63,6 +88,20 @@ impl Backoff {
             return Err(GiveUp::PastDeadline);
         }
         Ok(at)
+    }
+
+    fn next_until(&mut self, now: Instant, end: Instant) -> Result<Instant, GiveUp> {
+        let pause = *self.next.next().unwrap_or(&SCHEDULE[SCHEDULE.len() - 1]);
+        let at = now + pause.mul_f64(1.0 + 0.2 * jitter_fraction(now));
+        let last = end.checked_sub(LAST_ATTEMPT_LEAD).unwrap_or(end);
+        if at <= last {
+            return Ok(at);
+        }
+        if !self.last_given && now < last {
+            self.last_given = true;
+            return Ok(last);
+        }
+        Err(GiveUp::PastDeadline)
     }
 }
 
@@ -103,6 +142,28 @@ mod tests {
         let long_ago = Instant::now() - BUDGET;
         let mut b = Backoff::starting_at(long_ago, None);
         assert_eq!(b.next_at(), Err(GiveUp::Exhausted));
+    }
+
+    #[test]
+    fn keeping_on_until_the_end_ends_with_a_last_attempt_just_before_it() {
+        // 1.5 s: after the 100 and 500 ms pauses, the 2 s one would overrun; instead one
+        // last attempt 250 ms before the end, then no more.
+        let end = Instant::now() + Duration::from_millis(1500);
+        let mut b = Backoff::until_end(end);
+        let first = b.next_at().expect("first pause");
+        assert!(first <= Instant::now() + Duration::from_millis(120));
+        b.next_at().expect("second pause");
+        assert_eq!(b.next_at(), Ok(end - LAST_ATTEMPT_LEAD));
+        assert_eq!(b.next_at(), Err(GiveUp::PastDeadline));
+        // A long budget keeps pausing 2 s (plus jitter) past the usual three pauses and 5 s.
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut b = Backoff::until_end(end);
+        for _ in 0..10 {
+            assert!(b.next_at().is_ok_and(|at| at < end - LAST_ATTEMPT_LEAD));
+        }
+        // Too little left for an attempt: none.
+        let end = Instant::now() + Duration::from_millis(100);
+        assert_eq!(Backoff::until_end(end).next_at(), Err(GiveUp::PastDeadline));
     }
 
     #[test]

@@ -1,16 +1,19 @@
 //! Connection strings: libpq URLs and key=value strings turned into a
 //! `tokio_postgres::Config` with the session settings every pooled connection starts with,
-//! the password kept out of anything printed, and sslmode/sslrootcert over rustls.
+//! the password kept out of anything printed, sslmode/sslrootcert over rustls, and the
+//! guard that bounds what one message from PostgreSQL may make us buffer.
 
+pub mod connector;
+pub mod framing;
 pub mod redact;
 pub mod tls;
 
+pub use connector::PgConnect;
+pub use framing::Tripwire;
 pub use redact::redact_url;
 
 use std::str::FromStr;
 use std::time::Duration;
-
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// What every pooled session starts with, beyond what the connection string says.
 #[derive(Debug, Clone)]
@@ -23,6 +26,9 @@ pub struct SessionSettings {
     pub read_only: bool,
     /// Limit on opening the connection.
     pub connect_timeout: Duration,
+    /// Longest message accepted from PostgreSQL (its declared length); a longer one is
+    /// refused before it is read, and its connection closed.
+    pub max_backend_message: u64,
 }
 
 /// The driver configuration and TLS connector for `url` with `settings` applied. The
@@ -31,10 +37,9 @@ pub struct SessionSettings {
 pub fn session_config(
     url: &str,
     settings: &SessionSettings,
-) -> Result<(tokio_postgres::Config, MakeRustlsConnect), String> {
+) -> Result<(tokio_postgres::Config, PgConnect), String> {
     let (url, tls) = tls::split(url)?;
     let mut pg = tokio_postgres::Config::from_str(&url).map_err(|e| e.to_string())?;
-    pg.ssl_mode(tls.driver_mode());
     if pg.get_application_name().is_none() {
         pg.application_name("pgsidecar");
     }
@@ -59,5 +64,11 @@ pub fn session_config(
     pg.connect_timeout(settings.connect_timeout);
     pg.keepalives(true);
     pg.keepalives_idle(Duration::from_secs(30));
-    Ok((pg, tls.connector()?))
+    let connect = PgConnect::configure(
+        &mut pg,
+        tls.mode,
+        tls.connector()?,
+        settings.max_backend_message,
+    )?;
+    Ok((pg, connect))
 }

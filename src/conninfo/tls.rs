@@ -3,7 +3,7 @@
 //!
 //! tokio-postgres itself knows only `disable`, `prefer` and `require`, and never verifies a
 //! certificate; so `verify-ca`, `verify-full` and `sslrootcert` are taken out of the string
-//! here, the mode tokio-postgres sees becomes `require`, and the rustls connector does the
+//! here, the negotiation is ours (connector.rs), and the rustls verifier does the
 //! verifying. As in libpq: `prefer` (the default) and `require` encrypt without checking the
 //! certificate, unless `sslrootcert` is given, which makes `require` act as `verify-ca`.
 
@@ -113,16 +113,6 @@ pub fn split(conn: &str) -> Result<(String, PgTls), String> {
 }
 
 impl PgTls {
-    /// The sslmode tokio-postgres must use: TLS is mandatory for every mode that verifies.
-    pub fn driver_mode(&self) -> tokio_postgres::config::SslMode {
-        use tokio_postgres::config::SslMode as Driver;
-        match self.mode {
-            SslMode::Disable => Driver::Disable,
-            SslMode::Prefer => Driver::Prefer,
-            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => Driver::Require,
-        }
-    }
-
     /// The connector for these settings; reads the root certificates, if any.
     pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());

@@ -60,6 +60,18 @@ pub enum Error {
         /// The limit in bytes.
         limit: usize,
     },
+    /// PostgreSQL began sending a row larger than any response can carry: it was refused as
+    /// its header arrived, before it was read into memory, and its connection closed.
+    #[error(
+        "a single row of {size} bytes exceeds the {limit}-byte response limit; it was refused \
+         unread (select less of it: a substring, its length, or a hash)"
+    )]
+    RowTooLarge {
+        /// The row's size on the wire, as PostgreSQL declared it.
+        size: u64,
+        /// The response limit in bytes.
+        limit: usize,
+    },
     /// A streamed statement that must be held whole before it streams (it needs
     /// PostgreSQL's text output but cannot run as a cursor) returned more than the limit.
     #[error(
@@ -331,7 +343,9 @@ impl From<&Error> for Parts {
                 }
                 p
             }
-            Error::ResponseTooLarge { .. } | Error::HeldTooLarge { .. } => parts(
+            Error::ResponseTooLarge { .. }
+            | Error::HeldTooLarge { .. }
+            | Error::RowTooLarge { .. } => parts(
                 Code::ResourceExhausted,
                 err.to_string(),
                 "RESPONSE_TOO_LARGE",

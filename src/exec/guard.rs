@@ -76,6 +76,7 @@ impl InFlight {
             error,
             Error::ResponseTooLarge { .. }
                 | Error::HeldTooLarge { .. }
+                | Error::RowTooLarge { .. }
                 | Error::Decode(_)
                 | Error::ClientGone
         ) {

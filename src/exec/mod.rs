@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::Limits;
 use crate::error::Error;
+use crate::pool::Conn;
 use crate::proto::{ExecutionInfo, QueryResponse, Value};
 
 pub use guard::{InFlight, RESET_WAIT, cancels_delivered};
@@ -70,6 +71,19 @@ pub fn execution_info(
         queue_time: prost_types::Duration::try_from(queue_time).ok(),
         execution_time: prost_types::Duration::try_from(execution_time).ok(),
         attempts,
+    }
+}
+
+/// The error a statement on `conn` ended with, as its caller must hear it: the connection
+/// closed by its size guard means a row too large for any response, not a lost database
+/// (which a retry would only make worse).
+pub fn explain(conn: &Conn, error: Error, limits: &Limits) -> Error {
+    match (&error, conn.refused_message()) {
+        (Error::Postgres(e), Some(size)) if e.as_db_error().is_none() => Error::RowTooLarge {
+            size,
+            limit: limits.max_message_bytes,
+        },
+        _ => error,
     }
 }
 

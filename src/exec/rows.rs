@@ -55,6 +55,13 @@ pub fn session_left_changed(prepared: &crate::pool::Prepared, spec: &Spec<'_>) -
 
 /// Runs `spec` on `client` and collects its result within `limits`.
 pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
+    collect(conn, spec, limits).await.map_err(|f| Failed {
+        error: super::explain(conn, f.error, limits),
+        ..f
+    })
+}
+
+async fn collect(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
     let Started {
         rows: stream,
         trailer,

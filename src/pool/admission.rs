@@ -1,6 +1,15 @@
 //! Admission: a bounded queue of requests waiting for a connection, each waiting at most
-//! until its own stop time, and connection failures retried with backoff while the
-//! database is believed reachable (a blip) but failed fast once it is known to be down.
+//! until its own stop time, and connection failures retried with backoff until that stop
+//! time — unless the outage is already known, which fails fast.
+//!
+//! An outage is *known* when reaching the database has failed, with no success since, for
+//! at least the connection timeout: by requests, prewarm, maintenance or the health probe
+//! (every `DB_HEALTH_CHECK_INTERVAL`), whichever noticed first. A shorter failure may be a
+//! blip or a database still starting (in a pod the sidecar often starts first), so a
+//! request keeps trying within its budget, with one last attempt just before its end. Once
+//! known, a request makes one attempt (the database may just be back: a refused connect
+//! costs a millisecond) and fails `UNAVAILABLE` without waiting; the first success, or a
+//! health probe that gets through, ends the outage.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -9,7 +18,7 @@ use deadpool::managed::{PoolError as DeadPoolError, TimeoutType, Timeouts};
 
 use super::bounded::Pool;
 use super::{Lease, PoolError};
-use crate::time::{Backoff, GiveUp};
+use crate::time::Backoff;
 
 /// The bounded queue in front of one pool: how many requests are inside `acquire` now.
 #[derive(Debug)]
@@ -47,8 +56,8 @@ impl Admission {
 
 impl Pool {
     /// Waits for a connection until `deadline`, retrying connection failures with backoff
-    /// while the database is believed reachable, and failing fast once it is known to be
-    /// down (the health probe notices its return).
+    /// until then, with a last attempt just before it; while an outage is known (see the
+    /// module), one attempt and no waiting.
     pub(super) async fn acquire(
         &self,
         deadline: Instant,
@@ -61,27 +70,32 @@ impl Pool {
                 waited: Duration::ZERO,
             });
         };
-        let mut backoff = Backoff::new(Some(deadline));
+        let known_down = self.down_for(connect_timeout);
+        let mut backoff = Backoff::until_end(deadline);
         loop {
+            // A connect cut short by this caller's own deadline says nothing of the database.
+            let full_attempt =
+                deadline.saturating_duration_since(Instant::now()) >= connect_timeout;
             let e = match self.try_acquire(deadline, connect_timeout, started).await {
                 Ok(lease) => {
-                    self.set_reachable(true);
+                    self.reached();
                     return Ok(lease);
                 }
                 Err(e @ (PoolError::Unavailable { .. } | PoolError::ConnectTimeout { .. })) => e,
                 Err(e) => return Err(e),
             };
-            let next = backoff.next_at();
-            if !self.reachable() || next.is_err() {
-                // A refused connection, or retries run out, says the database is down; a
-                // connect cut short by this caller's own deadline says nothing about it.
-                if next == Err(GiveUp::Exhausted) || matches!(e, PoolError::Unavailable { .. }) {
-                    self.set_reachable(false);
-                }
-                return Err(e);
+            if matches!(e, PoolError::Unavailable { .. }) || full_attempt {
+                self.failed_to_reach();
             }
+            let next = match known_down {
+                true => None,
+                false => backoff.next_at().ok(),
+            };
+            let Some(next) = next else {
+                return Err(e);
+            };
             tracing::debug!(pool = self.name, error = %e, "connecting failed; retrying");
-            crate::time::until(next.ok()).await;
+            crate::time::until(Some(next)).await;
         }
     }
 

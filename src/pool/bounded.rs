@@ -2,19 +2,19 @@
 //! counters deadpool does not keep, its live figures, and the readiness probe.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use deadpool::Runtime;
 use deadpool::managed::{Hook, Pool as DeadPool, PoolError as DeadPoolError, Timeouts};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::PoolError;
 use super::admission::Admission;
 use super::connection::ConnManager;
 use super::statement_cache::CacheStats;
 use crate::config::{Config, PoolConfig};
-use crate::conninfo::{SessionSettings, session_config};
+use crate::conninfo::{PgConnect, SessionSettings, session_config};
 use crate::proto::PoolStats;
 use crate::telemetry::LogGate;
 
@@ -25,9 +25,17 @@ static OPENED_LOG: LogGate = LogGate::new(5);
 pub(super) struct Counters {
     pub(super) created: AtomicU64,
     pub(super) checkouts: AtomicU64,
-    /// False after connecting failed even with retries; while false, requests that need a
-    /// new connection try once and fail fast instead of queueing behind backoff.
-    pub(super) reachable: AtomicBool,
+    /// Since when reaching the database has failed without a success since (by requests,
+    /// prewarm, maintenance or the health probe), as [`clock`] time; 0 while it is
+    /// believed reachable. See `admission.rs` for what a long failure means.
+    pub(super) failing_since: AtomicU64,
+}
+
+/// Nanoseconds since the first call, plus one, so that 0 can mean "never".
+fn clock() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let nanos = EPOCH.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
 }
 
 /// One deadpool pool with its name, sizes and counters.
@@ -38,8 +46,16 @@ pub(super) struct Pool {
     pub(super) min_idle: u32,
     pub(super) admission: Arc<Admission>,
     pub(super) counters: Arc<Counters>,
-    pub(super) tls: MakeRustlsConnect,
+    pub(super) tls: PgConnect,
 }
+
+/// How far past the gRPC message limit one message from PostgreSQL may go before it is
+/// refused unread. A row's size on the wire is close to its size in a response (a text or
+/// bytea cell is its bytes either way), so a row past the limit by more than this can never
+/// be sent; the slack covers framing, the non-row messages a statement gets (a
+/// RowDescription of 1664 columns, a ParameterDescription of 65535 parameters), and rows
+/// whose binary form is somewhat larger than their response (numbers in arrays).
+const WIRE_SLACK: u64 = 1 << 20;
 
 impl Pool {
     pub(super) fn new(
@@ -53,6 +69,8 @@ impl Pool {
             idle_in_transaction_timeout: config.transaction_idle_timeout,
             read_only: config.read_only,
             connect_timeout: config.connection_timeout,
+            max_backend_message: (config.limits.max_message_bytes as u64)
+                .saturating_add(WIRE_SLACK),
         };
         let (pg, tls) =
             session_config(&pool.database_url, &settings).map_err(|message| PoolError::Config {
@@ -69,7 +87,7 @@ impl Pool {
         let counters = Arc::new(Counters {
             created: AtomicU64::new(0),
             checkouts: AtomicU64::new(0),
-            reachable: AtomicBool::new(true),
+            failing_since: AtomicU64::new(0),
         });
         let created = counters.clone();
         let inner = DeadPool::builder(manager)
@@ -112,11 +130,32 @@ impl Pool {
 
     /// Whether the last attempt to reach the database through this pool succeeded.
     pub(super) fn reachable(&self) -> bool {
-        self.counters.reachable.load(Ordering::Relaxed)
+        self.counters.failing_since.load(Ordering::Relaxed) == 0
     }
 
-    pub(super) fn set_reachable(&self, reachable: bool) {
-        self.counters.reachable.store(reachable, Ordering::Relaxed);
+    /// The database was reached: any outage is over.
+    pub(super) fn reached(&self) {
+        self.counters.failing_since.store(0, Ordering::Relaxed);
+    }
+
+    /// Reaching the database failed; an outage starts now unless one already had.
+    pub(super) fn failed_to_reach(&self) {
+        let _ = self.counters.failing_since.compare_exchange(
+            0,
+            clock(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether reaching the database has failed, with no success since, for at least `long`.
+    pub(super) fn down_for(&self, long: Duration) -> bool {
+        match self.counters.failing_since.load(Ordering::Relaxed) {
+            0 => false,
+            since => {
+                clock().saturating_sub(since) >= u64::try_from(long.as_nanos()).unwrap_or(u64::MAX)
+            }
+        }
     }
 
     /// A round trip on an idle or newly opened connection, taken without queueing behind
@@ -137,17 +176,19 @@ impl Pool {
                     tokio::time::timeout_at(deadline.into(), conn.simple_query("")).await,
                     Ok(Ok(_))
                 );
-                if !ok {
+                if ok {
+                    self.reached();
+                } else {
                     // A connection that cannot answer is not given to anyone else.
                     drop(super::Object::take(conn));
+                    self.failed_to_reach();
                 }
-                self.set_reachable(ok);
                 ok
             }
             Err(DeadPoolError::Timeout(deadpool::managed::TimeoutType::Wait)) => self.reachable(),
             Err(DeadPoolError::Closed) => false,
             Err(_) => {
-                self.set_reachable(false);
+                self.failed_to_reach();
                 false
             }
         }

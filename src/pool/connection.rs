@@ -1,5 +1,6 @@
 //! One pooled connection — the tokio-postgres client, its prepared-statement cache and the
-//! watch on its reported session parameters — and how deadpool creates and recycles it.
+//! watch on its reported session parameters, the tripwire of its size guard — and how
+//! deadpool creates and recycles it.
 
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -8,10 +9,9 @@ use std::time::Duration;
 use deadpool::managed::{Metrics, RecycleError, RecycleResult};
 use deadpool_postgres::ClientWrapper;
 
-use tokio_postgres_rustls::MakeRustlsConnect;
-
 use super::session_watch::{self, Watch};
 use super::statement_cache::{CacheStats, StatementCache};
+use crate::conninfo::{PgConnect, Tripwire};
 
 /// A connection younger than this since its last checkout is known to work: it just did.
 /// Validation spends its round trip only on connections that sat idle long enough to have
@@ -26,9 +26,16 @@ pub struct Conn {
     client: ClientWrapper,
     statements: Mutex<StatementCache>,
     session: Arc<Watch>,
+    tripwire: Arc<Tripwire>,
 }
 
 impl Conn {
+    /// The declared size of the message PostgreSQL sent that was refused unread for being
+    /// over the limit, which closed this connection; `None` if none was.
+    pub fn refused_message(&self) -> Option<u64> {
+        self.tripwire.tripped()
+    }
+
     /// This connection's prepared-statement cache. Only the request holding the connection
     /// touches it, so the lock is never contended; it is never held across an await.
     pub fn statements(&self) -> MutexGuard<'_, StatementCache> {
@@ -51,11 +58,11 @@ impl Deref for Conn {
     }
 }
 
-/// Opens connections (session setup is in the connection's startup options), drives each
-/// in a task that watches its reported parameters, and gives each its own statement cache.
+/// Opens connections (the session settings are in the startup packet), each with its own
+/// statement cache and size guard, driven in a task that watches its reported parameters.
 pub struct ConnManager {
     pg: tokio_postgres::Config,
-    tls: MakeRustlsConnect,
+    connect: PgConnect,
     validate: bool,
     cache_size: usize,
     cache_stats: Arc<CacheStats>,
@@ -65,14 +72,14 @@ impl ConnManager {
     /// A manager; `validate` checks idle connections with a round trip before reuse.
     pub fn new(
         pg: tokio_postgres::Config,
-        tls: MakeRustlsConnect,
+        connect: PgConnect,
         validate: bool,
         cache_size: usize,
         cache_stats: Arc<CacheStats>,
     ) -> Self {
         ConnManager {
             pg,
-            tls,
+            connect,
             validate,
             cache_size,
             cache_stats,
@@ -85,11 +92,23 @@ impl deadpool::managed::Manager for ConnManager {
     type Error = tokio_postgres::Error;
 
     async fn create(&self) -> Result<Conn, tokio_postgres::Error> {
-        let (client, connection) = self.pg.connect(self.tls.clone()).await?;
-        let (session, task) = session_watch::spawn(connection);
+        // The connector is made per connection, so the tripwire is this connection's own.
+        let (connect, tripwire) = self.connect.for_connection();
+        let (client, connection) = self.pg.connect(connect).await?;
+        let refused = tripwire.clone();
+        let (session, task) = session_watch::spawn(connection, move |e| {
+            let reason = match refused.tripped() {
+                Some(_) => "a message from PostgreSQL over the size limit",
+                None => "connection error",
+            };
+            if let Some(held_back) = CLOSED_LOG.admit() {
+                tracing::info!(held_back, error = %e, reason, "connection closed");
+            }
+        });
         Ok(Conn {
             client: ClientWrapper::new(client, task),
             session,
+            tripwire,
             statements: Mutex::new(StatementCache::new(
                 self.cache_size,
                 self.cache_stats.clone(),

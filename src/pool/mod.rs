@@ -14,8 +14,6 @@ mod statement_cache;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres_rustls::MakeRustlsConnect;
-
 use crate::config::Config;
 use crate::proto::{PoolStats, Priority, StatementCacheStats};
 use crate::telemetry::LogGate;
@@ -89,7 +87,7 @@ pub struct Lease {
     /// Time spent waiting for it.
     pub queue_time: Duration,
     /// How to reach the server for a CancelRequest (the same TLS as the connection).
-    pub tls: MakeRustlsConnect,
+    pub tls: crate::conninfo::PgConnect,
 }
 
 /// Routing events, each let through at most once a second.

@@ -61,8 +61,11 @@ impl Watch {
 }
 
 /// Drives `connection` in a task of its own (as `tokio::spawn(connection)` would), watching
-/// its reported parameters after every poll.
-pub fn spawn<S, T>(mut connection: Connection<S, T>) -> (Arc<Watch>, JoinHandle<()>)
+/// its reported parameters after every poll; `failed` hears how it ended, if by an error.
+pub fn spawn<S, T>(
+    mut connection: Connection<S, T>,
+    failed: impl FnOnce(tokio_postgres::Error) + Send + 'static,
+) -> (Arc<Watch>, JoinHandle<()>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -104,7 +107,7 @@ where
         })
         .await;
         if let Err(e) = ended {
-            tracing::debug!(error = %e, "connection ended");
+            failed(e);
         }
     });
     (watch, task)

@@ -109,6 +109,7 @@ async fn run(
             Ok(Some(produced))
         }
         Err(e) => {
+            let e = crate::exec::explain(inflight.client(), e, &state.config.limits);
             inflight.finish_after_error(spec.sql, &e).await;
             Err(e)
         }

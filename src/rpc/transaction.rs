@@ -457,7 +457,7 @@ impl Open<'_> {
             Err(failed)
                 if matches!(
                     failed.error,
-                    Error::ResponseTooLarge { .. } | Error::Decode(_)
+                    Error::ResponseTooLarge { .. } | Error::RowTooLarge { .. } | Error::Decode(_)
                 ) =>
             {
                 // The result was not read to its end, so its outcome (a late error, say) is

@@ -8,6 +8,8 @@ mod codec;
 mod errors;
 mod faults;
 mod hygiene;
+mod late_database;
+mod memory;
 mod observability;
 mod pool;
 mod query;

@@ -8,20 +8,6 @@ use crate::support::*;
 use pgsidecar::proto::QueryRequest;
 use tonic::Code;
 
-/// Peak and current resident memory of a process, in KiB, from /proc.
-fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
-
 #[tokio::test]
 async fn a_million_rows_stream_in_bounded_chunks_with_bounded_memory() {
     let sidecar = Sidecar::start(&[]);

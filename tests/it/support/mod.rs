@@ -475,6 +475,20 @@ pub async fn terminate_backends(db: &tokio_postgres::Client, app: &str) -> i64 {
     db.query_one(kill, &[&app]).await.expect("terminate").get(0)
 }
 
+/// Peak (VmHWM) and current (VmRSS) resident memory of a process, in KiB, from /proc.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
 /// Files in a temp dir of their own (certificates, token lists), removed on drop.
 pub struct TempFiles(std::path::PathBuf);
 
