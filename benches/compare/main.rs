@@ -205,6 +205,8 @@ pub(crate) async fn run(secs: u64) {
             }
         }
         println!("\n{}", markdown(&HEADER, &table(&runs, &[]), 3));
+        let modes = session_modes(&url, |t, s| spec(t, s, Workload::Select, 32), &sidecar).await;
+        println!("\n{}", markdown(&HEADER, &table(&modes, &[]), 3));
         return;
     }
     for workload in [Workload::Select, Workload::Mix] {
@@ -231,6 +233,7 @@ pub(crate) async fn run(secs: u64) {
     let threads = spec(Target::Sidecar, &per_core, Workload::Select, 32);
     let threads = measure(threads, None).await;
     drop(per_core);
+    let modes = session_modes(&url, |t, s| spec(t, s, Workload::Select, 32), &sidecar).await;
     let ddl = spec(Target::Sidecar, &sidecar, Workload::SelectStar, 32);
     let ddl = ddl_during_load(&url, ddl).await;
     let pg_version = output(
@@ -249,5 +252,37 @@ pub(crate) async fn run(secs: u64) {
         .collect::<Vec<_>>()
         .join(" ");
     let versions = [pg_version, bouncer_version, loadavg];
-    report(secs, runs, pgbench_runs, [on, off], threads, ddl, versions);
+    let more = Extras {
+        cache: [on, off],
+        threads,
+        modes,
+        ddl,
+    };
+    report(secs, runs, pgbench_runs, more, versions);
+}
+
+/// What session hygiene costs, select c=32 back to back: direct and PgBouncer, then
+/// pgsidecar by default (reset when the text or a reported parameter shows a change), with
+/// `--read-only` (each statement in a pipelined READ ONLY transaction) and with
+/// `--reset-always` (a pipelined reset after each statement).
+async fn session_modes(
+    url: &str,
+    spec: impl Fn(Target, &Sidecar) -> Spec,
+    sidecar: &Sidecar,
+) -> Vec<Measured> {
+    let mut runs = Vec::new();
+    for target in Target::ALL {
+        runs.push(measure(spec(target, sidecar), None).await);
+    }
+    let modes = [
+        ("--read-only", "pgsidecar --read-only"),
+        ("--reset-always", "pgsidecar --reset-always"),
+    ];
+    for (flag, name) in modes {
+        let other = Sidecar::start(url, &[flag, "true"]).await;
+        let mut m = measure(spec(Target::Sidecar, &other), None).await;
+        m.target = name;
+        runs.push(m);
+    }
+    runs
 }

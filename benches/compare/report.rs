@@ -158,17 +158,34 @@ pub(crate) const HEADER: [&str; 10] = [
     "proxy CPU µs/q",
 ];
 
+/// The runs beside the main table.
+pub(crate) struct Extras {
+    /// Statement cache on, off (select c=32).
+    pub(crate) cache: [Measured; 2],
+    /// One worker per core (select c=32).
+    pub(crate) threads: Measured,
+    /// Session hygiene modes, with their direct and PgBouncer runs.
+    pub(crate) modes: Vec<Measured>,
+    /// DDL during a load run.
+    pub(crate) ddl: DdlRun,
+}
+
 /// Prints the table, the extras and the targets; writes the JSON and Markdown reports.
 pub(crate) fn report(
     secs: u64,
     runs: Vec<Measured>,
     pgbench: Vec<PgbenchRun>,
-    cache: [Measured; 2],
-    threads: Measured,
-    ddl: DdlRun,
+    more: Extras,
     [pg_version, bouncer_version, loadavg]: [String; 3],
 ) {
+    let Extras {
+        cache,
+        threads,
+        modes,
+        ddl,
+    } = more;
     let results = markdown(&HEADER, &table(&runs, &pgbench), 3);
+    let session = markdown(&HEADER, &table(&modes, &[]), 3);
     let [on, off] = &cache;
     let cpu = |m: &Measured| m.cpu_us_per_query.map_or("—".into(), |c| format!("{c:.1}"));
     let d = &ddl.load;
@@ -210,7 +227,7 @@ pub(crate) fn report(
     let checks = checks(&runs, &cache);
     let rows: Vec<Vec<String>> = checks.iter().map(|c| c.to_vec()).collect();
     let targets = markdown(&["target", "measured", "met"], &rows, 3);
-    println!("\n{results}\n{extras}\n{targets}");
+    println!("\n{results}\n{session}\n{extras}\n{targets}");
 
     let command = match std::env::var("BENCH_SECONDS") {
         Ok(v) => format!("BENCH_SECONDS={v} cargo bench --bench compare"),
@@ -250,6 +267,7 @@ pub(crate) fn report(
         "runs": runs, "pgbench": pgbench, "targets": targets_json, "ddl_during_load": ddl,
         "statement_cache": { "on": on, "off": off, "ratio": on.qps / off.qps },
         "runtime": { "one_thread": on, "per_core": threads, "ratio": on.qps / threads.qps },
+        "session_modes": modes,
     });
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let body = serde_json::to_string_pretty(&json).expect("json") + "\n";
@@ -264,6 +282,8 @@ pub(crate) fn report(
          PgBouncer run of the same workload and concurrency. The pgbench rows are pgbench's own \
          figures for the select workload (`-S`, one select per transaction); pgbench reports \
          only the average latency, shown in the p50 column as `avg`.\n\n{results}\n\
+         ## Session hygiene modes\n\nSelect, c=32, back to back: pgsidecar by default, with \
+         `--read-only` and with `--reset-always`.\n\n{session}\n\
          ## Extras\n\n{extras}\n## Targets\n\n{targets}"
     );
     std::fs::create_dir_all(root.join("docs")).expect("mkdir docs");

@@ -3,9 +3,10 @@
 //! and the reset that returns such a connection to the state every session starts in.
 //!
 //! The choice is reset, not refuse: the statement runs as asked, and the connection is
-//! reset before anyone else uses it. Statements are classified by their text, erring toward
-//! a reset; state changed inside a function body the text does not show (a function that
-//! calls `set_config(..., false)` or takes a session advisory lock) is not seen.
+//! reset before anyone else uses it. Statements are classified here by their text, erring
+//! toward a reset; state changed inside a function body the text does not show is caught by
+//! the pool's watch on reported parameters where PostgreSQL reports it, and otherwise only
+//! by resetting always (`PGSIDECAR_RESET_ALWAYS`).
 
 use super::lexer::{Kind, tokens};
 use super::{first_word, leading_words};
