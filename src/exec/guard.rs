@@ -74,6 +74,7 @@ impl InFlight {
                 | Error::HeldTooLarge { .. }
                 | Error::Decode(_)
                 | Error::ClientGone
+                | Error::StreamStalled(_)
         ) {
             self.cancel();
         }
