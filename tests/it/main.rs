@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse;
 mod codec;
 mod errors;
 mod faults;
@@ -14,6 +15,7 @@ mod query;
 mod roundtrip;
 mod security;
 mod server;
+mod stalled;
 mod statements;
 mod stream;
 mod tls;
