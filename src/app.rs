@@ -12,12 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::codegen::http;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
 use crate::config::{Config, ServerTls};
 use crate::error::Error;
 use crate::health::Health;
+use crate::listen::Listener;
 use crate::pool::{PoolError, Pools};
 use crate::proto::data_access_server::DataAccessServer;
 use crate::rpc::auth::BearerAuth;
@@ -52,9 +52,6 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
-    /// The HTTP server failed.
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
     /// A task of the server panicked or was aborted: the process must not report success.
     #[error("the {task} task crashed: {message}")]
     Crashed {
@@ -153,7 +150,14 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         .route("/metrics", get(metrics))
         .route("/health/pool", get(pool_json))
         .with_state(state.clone());
-    let http = axum::serve(http_listener, http).with_graceful_shutdown(wait_for(drain_rx));
+    let http_listener = Listener::new(
+        http_listener,
+        "http",
+        config.http_max_connections,
+        None,
+        false,
+    );
+    let http = serve_http(http_listener, http, config.handshake_timeout, drain_rx);
 
     let drain = Drain {
         grace: config.shutdown_grace,
@@ -165,7 +169,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let task = tokio::spawn(drain.run(
         shutdown_rx,
         tokio::spawn(grpc),
-        tokio::spawn(async move { http.await.map_err(ServerError::Http) }),
+        tokio::spawn(async move {
+            http.await;
+            Ok(())
+        }),
     ));
     tracing::info!(%grpc_addr, %http_addr, "pgsidecar listening");
     Ok(Running {
@@ -242,6 +249,17 @@ fn grpc_server<H: tonic_health::pb::health_server::Health>(
     if let Some(tls) = &config.tls {
         builder = builder.tls_config(server_tls(tls)?)?;
     }
+    // tonic's own incoming retries a failed accept at once, spinning a core when out of file
+    // descriptors, and holds connections that never speak; this one pauses, caps and times
+    // out (see listen.rs).
+    let incoming = Listener::new(
+        listener,
+        "grpc",
+        config.grpc_max_connections,
+        Some(config.handshake_timeout),
+        config.tls.is_some(),
+    )
+    .incoming();
     let oversized: fn(http::Response<tonic::body::Body>) -> http::Response<tonic::body::Body> =
         oversized_is_invalid_argument;
     Ok(builder
@@ -262,10 +280,42 @@ fn grpc_server<H: tonic_health::pb::health_server::Health>(
         .add_service(data_access)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            wait_for(drain),
-        ))
+        .serve_with_incoming_shutdown(incoming, wait_for(drain)))
+}
+
+/// Serves the HTTP port until `drain`, then lets open requests finish. hyper's header read
+/// timeout (`timeout`) closes a connection that sends no request, trickles its headers
+/// (slowloris) or idles between keep-alive requests: axum's own `serve` sets no timer, so
+/// those were held forever.
+async fn serve_http(
+    listener: Listener,
+    router: axum::Router,
+    timeout: std::time::Duration,
+    drain: watch::Receiver<bool>,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let stop = wait_for(drain);
+    tokio::pin!(stop);
+    loop {
+        let io = tokio::select! {
+            io = listener.accept() => io,
+            _ = &mut stop => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// What the shutdown sequence works with.

@@ -2,7 +2,7 @@
 //! prioritised access to PostgreSQL through the `dataaccess.v1.DataAccess` service.
 //!
 //! The modules follow a request's path, and each imports only from those listed before it:
-//! leaves (`proto`, `hash`, `time`, `conninfo`, `config`, `sql`, `codec`, `telemetry`) →
+//! leaves (`proto`, `hash`, `time`, `listen`, `conninfo`, `config`, `sql`, `codec`, `telemetry`) →
 //! `pool` → `error` → `exec` → `health`, `rpc` → `app`. `analyze` is a client of the API.
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,8 @@ pub mod hash;
 pub mod sql;
 pub mod telemetry;
 pub mod time;
+
+pub mod listen;
 
 pub mod pool;
 

@@ -59,6 +59,33 @@ fn build_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     builder.enable_all().build()
 }
 
+/// Raises the open-files limit to the hard limit: the default soft limit (often 1024) is
+/// below what the connection caps and the pools may hold together. Says so when even the
+/// hard limit is: then accepts fail for want of descriptors (and are retried after a pause)
+/// before the caps are reached.
+fn raise_fd_limit(config: &Config) {
+    // Listeners, the runtime, log and cancel sockets: a margin beyond connections.
+    const OTHER_FILES: u64 = 64;
+    match pgsidecar::listen::raise_fd_limit() {
+        Ok(limit) => {
+            let needed = u64::from(config.grpc_max_connections)
+                + u64::from(config.http_max_connections)
+                + u64::from(config.primary.max_size)
+                + u64::from(config.failover.max_size)
+                + OTHER_FILES;
+            if needed > limit {
+                tracing::warn!(
+                    limit,
+                    needed,
+                    "the open-files limit is below the connection caps and pools; lower \
+                     PGSIDECAR_GRPC_MAX_CONNECTIONS or raise the hard limit (ulimit -Hn)"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-files limit"),
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == "analyze") {
         let argv = std::env::args_os()
@@ -78,6 +105,7 @@ fn main() -> ExitCode {
         }
     };
     pgsidecar::telemetry::init_logging(&config);
+    raise_fd_limit(&config);
     let runtime = match build_runtime(config.worker_threads) {
         Ok(rt) => rt,
         Err(e) => {

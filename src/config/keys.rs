@@ -101,9 +101,17 @@ impl Key {
         "PEM private key of --tls-cert");
     pub(super) const TLS_CLIENT_CA: Key = Key::new("tls-client-ca", "PGSIDECAR_TLS_CLIENT_CA", "PATH", "",
         "PEM CA bundle: require client certificates it signed (mTLS)");
+    pub(super) const HANDSHAKE_TIMEOUT: Key = Key::new("handshake-timeout", "PGSIDECAR_HANDSHAKE_TIMEOUT", "MS", "10000",
+        "Close a connection without its TLS handshake and HTTP/2 preface (HTTP port: request headers) after this many ms");
+    pub(super) const GRPC_MAX_CONNECTIONS: Key = Key::new("grpc-max-connections", "PGSIDECAR_GRPC_MAX_CONNECTIONS", "N", "512",
+        "Most open gRPC client connections; more are closed at once");
+    pub(super) const HTTP_MAX_CONNECTIONS: Key = Key::new("http-max-connections", "PGSIDECAR_HTTP_MAX_CONNECTIONS", "N", "64",
+        "Most open HTTP (metrics, health) connections; more are closed at once");
+    pub(super) const STREAM_IDLE_TIMEOUT: Key = Key::new("stream-idle-timeout", "PGSIDECAR_STREAM_IDLE_TIMEOUT", "MS", "30000",
+        "End a stream whose client has read nothing for this many ms, cancelling its statement");
 
     /// Every setting, in `--help` order.
-    pub(super) const ALL: [Key; 40] = [
+    pub(super) const ALL: [Key; 44] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
@@ -115,6 +123,8 @@ impl Key {
         Key::MAX_PARAMS, Key::MAX_MESSAGE_BYTES, Key::MAX_ROWS, Key::SHUTDOWN_GRACE,
         Key::WORKER_THREADS, Key::MAX_CONCURRENT_STREAMS, Key::READ_ONLY, Key::RESET_ALWAYS, Key::AUTH_TOKENS_FILE,
         Key::AUTH_TOKENS, Key::TLS_CERT, Key::TLS_KEY, Key::TLS_CLIENT_CA,
+        Key::HANDSHAKE_TIMEOUT, Key::GRPC_MAX_CONNECTIONS, Key::HTTP_MAX_CONNECTIONS,
+        Key::STREAM_IDLE_TIMEOUT,
     ];
 }
 

@@ -283,6 +283,10 @@ impl Layers<'_> {
         self.set(&mut c.limits.max_concurrent_streams, Key::MAX_CONCURRENT_STREAMS, integer(1, None))?;
         self.set(&mut c.read_only, Key::READ_ONLY, parse_bool)?;
         self.set(&mut c.reset_always, Key::RESET_ALWAYS, parse_bool)?;
+        self.set(&mut c.handshake_timeout, Key::HANDSHAKE_TIMEOUT, millis(1))?;
+        self.set(&mut c.grpc_max_connections, Key::GRPC_MAX_CONNECTIONS, integer(1, None))?;
+        self.set(&mut c.http_max_connections, Key::HTTP_MAX_CONNECTIONS, integer(1, None))?;
+        self.set(&mut c.stream_idle_timeout, Key::STREAM_IDLE_TIMEOUT, millis(1))?;
         let mut tokens = Vec::new();
         self.set(&mut tokens, Key::AUTH_TOKENS_FILE, read_tokens_file)?;
         let mut listed = Vec::new();

@@ -188,6 +188,17 @@ pub struct Config {
     pub auth_tokens: Tokens,
     /// TLS for gRPC clients: certificate chain and key files (PEM); `None` = plaintext.
     pub tls: Option<ServerTls>,
+    /// How long a new gRPC connection has for its TLS handshake and HTTP/2 preface, and an
+    /// HTTP connection for each request's headers (so also how long it may idle between
+    /// requests), before it is closed.
+    pub handshake_timeout: Duration,
+    /// Most gRPC client connections open at once; more are closed as soon as accepted.
+    pub grpc_max_connections: u32,
+    /// Most HTTP connections open at once; more are closed as soon as accepted.
+    pub http_max_connections: u32,
+    /// A StreamQuery or Transaction stream whose client takes no message for this long is
+    /// ended: its statement cancelled, its transaction rolled back, its connection freed.
+    pub stream_idle_timeout: Duration,
 }
 
 /// The files that turn on TLS (and mTLS) for the gRPC listener.
@@ -310,6 +321,25 @@ impl Config {
             reset_always: false,
             auth_tokens: Tokens::default(),
             tls: None,
+            // Ten seconds: a client beside the sidecar finishes TLS and the preface in
+            // milliseconds, and one across a loaded network in well under a second, so
+            // this leaves a wide margin (gRPC-core gives a whole connect-and-handshake 20 s
+            // at the least, sized for the internet) while a flood of silent connections
+            // holds its slots for seconds, not forever. Go's servers are commonly given
+            // the same for ReadHeaderTimeout.
+            handshake_timeout: Duration::from_millis(10_000),
+            // A sidecar serves one pod: its processes' channels, a few each, and the
+            // kubelet's probes. 512 is far above that and, with the HTTP port's 64 and the
+            // pools, far below the open-files limit once raised to the hard limit.
+            grpc_max_connections: 512,
+            // Scrapers and probes only.
+            http_max_connections: 64,
+            // Thirty seconds, the default statement timeout: a client that reads nothing
+            // for as long as a statement may run is stuck or hostile, and its stream holds
+            // a pool connection (PostgreSQL blocked writing to it, where no
+            // statement_timeout reaches it). Envoy's stream_idle_timeout is 5 min, but
+            // it guards only a proxy's memory, not a database connection.
+            stream_idle_timeout: Duration::from_millis(30_000),
         }
     }
 }

@@ -101,6 +101,9 @@ fn no_input_gives_development_defaults() {
     assert!(!c.read_only);
     assert!(c.auth_tokens.0.is_empty());
     assert_eq!(c.tls, None);
+    assert_eq!(c.handshake_timeout, MS(10_000));
+    assert_eq!((c.grpc_max_connections, c.http_max_connections), (512, 64));
+    assert_eq!(c.stream_idle_timeout, MS(30_000));
 }
 
 #[test]
@@ -286,6 +289,10 @@ fn every_env_name_reaches_its_field() {
         ("PGSIDECAR_READ_ONLY", "true"),
         ("PGSIDECAR_RESET_ALWAYS", "true"),
         ("PGSIDECAR_AUTH_TOKENS", " a-token , # not one,other "),
+        ("PGSIDECAR_HANDSHAKE_TIMEOUT", "700"),
+        ("PGSIDECAR_GRPC_MAX_CONNECTIONS", "33"),
+        ("PGSIDECAR_HTTP_MAX_CONNECTIONS", "3"),
+        ("PGSIDECAR_STREAM_IDLE_TIMEOUT", "800"),
     ];
     let c = load(&[], &env).unwrap();
     let want = Config {
@@ -331,6 +338,10 @@ fn every_env_name_reaches_its_field() {
         reset_always: true,
         auth_tokens: Tokens(vec!["a-token".into(), "other".into()]),
         tls: None,
+        handshake_timeout: MS(700),
+        grpc_max_connections: 33,
+        http_max_connections: 3,
+        stream_idle_timeout: MS(800),
     };
     assert_eq!(c, want);
 }
@@ -383,6 +394,10 @@ fn every_flag_reaches_its_field_and_beats_env() {
         "--tls-cert=",
         "--tls-key=",
         "--tls-client-ca=",
+        "--handshake-timeout=9",
+        "--grpc-max-connections=10",
+        "--http-max-connections=11",
+        "--stream-idle-timeout=12",
     ];
     let c = load(&args, &env).unwrap();
     assert_eq!(c.profile, Profile::Production);
@@ -417,4 +432,7 @@ fn every_flag_reaches_its_field_and_beats_env() {
     assert!(c.read_only);
     assert!(c.reset_always);
     assert_eq!(c.auth_tokens, Tokens(vec!["t1".into()]));
+    assert_eq!(c.handshake_timeout, MS(9));
+    assert_eq!((c.grpc_max_connections, c.http_max_connections), (10, 11));
+    assert_eq!(c.stream_idle_timeout, MS(12));
 }

@@ -86,6 +86,13 @@ pub enum Error {
     /// The client cancelled or went away mid-call.
     #[error("the client cancelled the call")]
     ClientGone,
+    /// The client took no message of a stream for the stream idle timeout: the stream was
+    /// ended, its statement cancelled (a transaction rolled back).
+    #[error(
+        "the client read nothing for {0:?} (PGSIDECAR_STREAM_IDLE_TIMEOUT): the stream was ended \
+         and its statement cancelled (an open transaction is rolled back)"
+    )]
+    StreamStalled(Duration),
     /// A transaction stream was idle longer than its idle timeout and was rolled back.
     #[error("the transaction was idle for more than {0:?} and was rolled back")]
     TransactionIdleTimeout(Duration),
@@ -352,6 +359,12 @@ impl From<&Error> for Parts {
                 none(),
             ),
             Error::ClientGone => parts(Code::Cancelled, err.to_string(), "CANCELLED", none()),
+            Error::StreamStalled(_) => parts(
+                Code::Aborted,
+                err.to_string(),
+                "STREAM_IDLE_TIMEOUT",
+                none(),
+            ),
             Error::TransactionIdleTimeout(_) => parts(
                 Code::Aborted,
                 err.to_string(),

@@ -79,6 +79,7 @@ impl InFlight {
                 | Error::RowTooLarge { .. }
                 | Error::Decode(_)
                 | Error::ClientGone
+                | Error::StreamStalled(_)
         ) {
             self.cancel();
         }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 mod deadline;
+mod outbound;
 mod query;
 mod status;
 mod stream_query;

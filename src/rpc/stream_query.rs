@@ -1,17 +1,18 @@
 //! StreamQuery: one statement whose rows flow to the client in bounded chunks. The client's
 //! reading paces everything: a full outbound channel stops us reading rows, which stops
-//! tokio-postgres reading the socket, which stops PostgreSQL sending.
+//! tokio-postgres reading the socket, which stops PostgreSQL sending. A client that takes
+//! nothing for the stream idle timeout has its stream ended and its statement cancelled:
+//! PostgreSQL blocked writing to us is out of reach of statement_timeout.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::TryStreamExt;
 use prost::Message;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::deadline::Budget;
+use super::outbound::{self, Outbound, Unsent};
 use super::{BoxStream, State};
 use crate::error::Error;
 use crate::exec::{InFlight, PendingText, Spec, Trailer, decode_row, fill_server_text};
@@ -44,7 +45,7 @@ pub(super) async fn stream_query(
         .await
         .map_err(Error::from)?;
     let pool = lease.pool;
-    let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
+    let (tx, rx) = outbound::channel(BUFFERED_CHUNKS, state.config.stream_idle_timeout);
     tokio::spawn(async move {
         let result = run(&state, &req, lease, budget, &tx).await;
         let served = result.as_ref().ok().copied().flatten();
@@ -58,14 +59,16 @@ pub(super) async fn stream_query(
             cached: served.is_some_and(|s| s.cached),
             report_key: served.map(|s| s.report_key),
         });
-        if let Err(e) = result {
-            let _ = tx.send(Err(Status::from(e))).await;
+        match result {
+            Err(e @ Error::StreamStalled(_)) => tx.cut(Status::from(e)),
+            Err(e) => tx.end_with(Status::from(e)).await,
+            Ok(_) => {}
         }
     });
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    Ok(Response::new(Box::pin(rx)))
 }
 
-type Sender = mpsc::Sender<Result<QueryResponse, Status>>;
+type Sender = Outbound<QueryResponse>;
 
 /// Runs the statement and streams its rows; `Ok(None)` when the client went away.
 async fn run(
@@ -102,12 +105,20 @@ async fn run(
         }
     };
     match result {
-        Ok((last, produced)) => {
-            if tx.send(Ok(last)).await.is_ok() {
+        Ok((last, produced)) => match tx.send(Ok(last)).await {
+            Ok(()) => {
                 inflight.finish_after(produced.changes_session).await;
+                Ok(Some(produced))
             }
-            Ok(Some(produced))
-        }
+            // Dropping `inflight` discards the connection: the client never heard the end.
+            Err(Unsent::Gone) => Ok(None),
+            // The statement is over and its connection fit for reuse; only the client is
+            // stuck.
+            Err(Unsent::Stalled) => {
+                inflight.finish_after(produced.changes_session).await;
+                Err(Error::StreamStalled(tx.idle()))
+            }
+        },
         Err(e) => {
             let e = crate::exec::explain(inflight.client(), e, &state.config.limits);
             inflight.finish_after_error(spec.sql, &e).await;
@@ -254,7 +265,6 @@ async fn produce(
         n => n.into(),
     };
     let chunk_bytes = CHUNK_BYTES.min(state.config.limits.max_message_bytes / 2);
-    let stalled = state.config.transaction_idle_timeout;
     let mut chunk = QueryResponse {
         columns: prepared.columns.clone(),
         ..Default::default()
@@ -281,7 +291,7 @@ async fn produce(
             if hold {
                 held.push((full, texts));
             } else {
-                send(client, tx, full, texts, stalled).await?;
+                send(client, tx, full, texts).await?;
             }
         }
     }
@@ -291,7 +301,7 @@ async fn produce(
         inflight.keep();
     }
     for (full, texts) in held {
-        send(client, tx, full, texts, stalled).await?;
+        send(client, tx, full, texts).await?;
     }
     fill_server_text(client, &mut chunk.rows, pending).await?;
     chunk.rows_affected = rows_affected;
@@ -315,19 +325,18 @@ fn row_bytes(chunk: &QueryResponse) -> usize {
     chunk.rows.last().map_or(0, |r| r.encoded_len() + 4)
 }
 
-/// Fills a chunk's text cells on the (idle) connection and sends it, waiting at most
-/// `stalled` for room: a client that stops reading for as long as a transaction may idle
-/// is gone.
+/// Fills a chunk's text cells on the (idle) connection and sends it, waiting at most the
+/// stream idle timeout for the client to make room.
 async fn send(
     client: &Conn,
     tx: &Sender,
     mut chunk: QueryResponse,
     texts: Vec<PendingText>,
-    stalled: Duration,
 ) -> Result<(), Error> {
     fill_server_text(client, &mut chunk.rows, texts).await?;
-    match tokio::time::timeout(stalled, tx.send(Ok(chunk))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Error::ClientGone),
+    match tx.send(Ok(chunk)).await {
+        Ok(()) => Ok(()),
+        Err(Unsent::Gone) => Err(Error::ClientGone),
+        Err(Unsent::Stalled) => Err(Error::StreamStalled(tx.idle())),
     }
 }

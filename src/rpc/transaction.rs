@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio::time::timeout;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::outbound::{self, Outbound, Unsent};
 use super::{BoxStream, State};
 use crate::error::Error;
 use crate::exec::{Around, InFlight, RESET_WAIT, Spec};
@@ -34,7 +33,7 @@ const SERVER_IDLE_MARGIN: Duration = Duration::from_secs(5);
 /// The longest idle timeout a client may ask for.
 const MAX_IDLE: Duration = Duration::from_secs(86_400);
 
-type Sender = mpsc::Sender<Result<TransactionResponse, Status>>;
+type Sender = Outbound<TransactionResponse>;
 
 /// Starts the task that serves one Transaction stream.
 pub(super) async fn transaction(
@@ -42,7 +41,7 @@ pub(super) async fn transaction(
     request: Request<Streaming<TransactionRequest>>,
 ) -> Result<Response<BoxStream<TransactionResponse>>, Status> {
     let inbound = request.into_inner();
-    let (tx, rx) = mpsc::channel(BUFFERED_RESPONSES);
+    let (tx, rx) = outbound::channel(BUFFERED_RESPONSES, state.config.stream_idle_timeout);
     tokio::spawn(async move {
         let mut lease = Held::default();
         let end = serve(&state, inbound, &tx, &mut lease).await;
@@ -54,15 +53,18 @@ pub(super) async fn transaction(
                 Err(Error::TransactionTooLong(_)) => "max_duration",
                 Err(Error::ShuttingDown) => "shutdown",
                 Err(Error::CommitOutcomeUnknown { .. }) => "unknown",
+                Err(Error::StreamStalled(_)) => "stalled",
                 Err(_) => "error",
             };
             crate::telemetry::transaction_ended(outcome);
         }
-        if let Err(e) = end {
-            let _ = tx.send(Err(Status::from(e))).await;
+        match end {
+            Err(e @ Error::StreamStalled(_)) => tx.cut(Status::from(e)),
+            Err(e) => tx.end_with(Status::from(e)).await,
+            Ok(()) => {}
         }
     });
-    Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    Ok(Response::new(Box::pin(rx)))
 }
 
 /// The connection a transaction holds, and what its end must do with it.
@@ -340,10 +342,15 @@ impl Open<'_> {
                     let Some(result) = self.execute(lease, &stmt, &mut aborted_by).await? else {
                         return Ok(());
                     };
-                    // A client that stops reading for the idle timeout is treated as gone.
-                    let delivered = timeout(idle, tx.send(event(Event::Result(result)))).await;
-                    if !matches!(delivered, Ok(Ok(()))) {
-                        return Ok(());
+                    // A client that stops reading for the idle timeout (or the stream idle
+                    // timeout, if shorter) is stuck: the transaction must not hold its
+                    // connection for it.
+                    match tx.send_within(event(Event::Result(result)), idle).await {
+                        Ok(()) => {}
+                        Err(Unsent::Gone) => return Ok(()),
+                        Err(Unsent::Stalled) => {
+                            return Err(Error::StreamStalled(idle.min(tx.idle())));
+                        }
                     }
                 }
                 Some(Action::Rollback(_)) => {

@@ -174,7 +174,8 @@ pub fn transaction_began() {
     gauge!(names::TRANSACTIONS_ACTIVE).increment(1.0);
 }
 
-/// A transaction ended with `outcome` (committed, rolled_back, aborted, abandoned, unknown).
+/// A transaction ended with `outcome` (committed, rolled_back, abandoned, idle_timeout,
+/// max_duration, shutdown, unknown, stalled, error).
 pub fn transaction_ended(outcome: &'static str) {
     gauge!(names::TRANSACTIONS_ACTIVE).decrement(1.0);
     counter!(names::TRANSACTIONS, "outcome" => outcome).increment(1);

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod abuse;
 mod codec;
 mod errors;
 mod faults;
@@ -17,6 +18,7 @@ mod roundtrip;
 mod security;
 mod server;
 mod session_leaks;
+mod stalled;
 mod statements;
 mod stream;
 mod tls;

@@ -48,6 +48,12 @@ impl Sidecar {
 
     /// As [`Sidecar::start`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Sidecar {
+        Self::start_wrapped(&[], extra, env)
+    }
+
+    /// As [`Sidecar::start_with_env`], run by `wrapper` (a program that execs its
+    /// arguments, e.g. `prlimit --nofile=256:4096 --`), which keeps the sidecar's pid.
+    pub fn start_wrapped(wrapper: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Sidecar {
         let url = database_url();
         let mut args = vec![
             "--grpc-addr",
@@ -66,7 +72,15 @@ impl Sidecar {
             "0",
         ];
         args.extend_from_slice(extra);
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgsidecar"));
+        let bin = env!("CARGO_BIN_EXE_pgsidecar");
+        let mut cmd = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(wrapper_args).arg(bin);
+                cmd
+            }
+            None => Command::new(bin),
+        };
         cmd.args(&args)
             .env_remove("DATABASE_URL")
             .env("PGSIDECAR_LOG_LEVEL", "info")
