@@ -100,9 +100,14 @@ async fn run(
             Err(Error::ShuttingDown)
         }
     };
-    match result {
+    let limit = state.config.limits.max_message_bytes;
+    match result.and_then(|(last, produced)| Ok((super::chunks::fit(last, limit)?, produced))) {
         Ok((last, produced)) => {
-            if tx.send(Ok(last)).await.is_ok() {
+            let mut delivered = true;
+            for part in last {
+                delivered = delivered && tx.send(Ok(part)).await.is_ok();
+            }
+            if delivered {
                 inflight.finish_after(produced.changes_session).await;
             }
             Ok(Some(produced))
@@ -244,6 +249,7 @@ async fn produce(
     };
     let chunk_bytes = CHUNK_BYTES.min(state.config.limits.max_message_bytes / 2);
     let stalled = state.config.transaction_idle_timeout;
+    let limit = state.config.limits.max_message_bytes;
     let mut chunk = QueryResponse {
         columns: prepared.columns.clone(),
         ..Default::default()
@@ -255,7 +261,12 @@ async fn produce(
             continue;
         }
         let row = decode_row(&row, chunk.rows.len(), &mut pending)?;
-        bytes += row.encoded_len();
+        let row_len = row.encoded_len();
+        // Too large for any message already (text still to fill only adds to it).
+        if row_len > limit {
+            return Err(Error::ResponseTooLarge { limit });
+        }
+        bytes += row_len;
         chunk.rows.push(row);
         if hold {
             held_bytes += row_bytes(&chunk);
@@ -270,7 +281,7 @@ async fn produce(
             if hold {
                 held.push((full, texts));
             } else {
-                send(client, tx, full, texts, stalled).await?;
+                send(client, tx, full, texts, stalled, limit).await?;
             }
         }
     }
@@ -280,7 +291,7 @@ async fn produce(
         inflight.keep();
     }
     for (full, texts) in held {
-        send(client, tx, full, texts, stalled).await?;
+        send(client, tx, full, texts, stalled, limit).await?;
     }
     fill_server_text(client, &mut chunk.rows, pending).await?;
     chunk.rows_affected = rows_affected;
@@ -301,19 +312,23 @@ fn row_bytes(chunk: &QueryResponse) -> usize {
     chunk.rows.last().map_or(0, |r| r.encoded_len() + 4)
 }
 
-/// Fills a chunk's text cells on the (idle) connection and sends it, waiting at most
-/// `stalled` for room: a client that stops reading for as long as a transaction may idle
-/// is gone.
+/// Fills a chunk's text cells on the (idle) connection and sends it, in messages within
+/// `limit`, waiting at most `stalled` for room: a client that stops reading for as long as
+/// a transaction may idle is gone.
 async fn send(
     client: &Conn,
     tx: &Sender,
     mut chunk: QueryResponse,
     texts: Vec<PendingText>,
     stalled: Duration,
+    limit: usize,
 ) -> Result<(), Error> {
     fill_server_text(client, &mut chunk.rows, texts).await?;
-    match tokio::time::timeout(stalled, tx.send(Ok(chunk))).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(Error::ClientGone),
+    for part in super::chunks::fit(chunk, limit)? {
+        match tokio::time::timeout(stalled, tx.send(Ok(part))).await {
+            Ok(Ok(())) => {}
+            _ => return Err(Error::ClientGone),
+        }
     }
+    Ok(())
 }

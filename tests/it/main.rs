@@ -5,6 +5,7 @@
 mod support;
 
 mod codec;
+mod error_contracts;
 mod errors;
 mod faults;
 mod hygiene;
