@@ -15,6 +15,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // google.rpc.Status is the one tonic-types already generates; sharing it lets the
         // richer-error helpers build our in-band transaction errors too.
         .extern_path(".google.rpc", "::tonic_types::pb")
+        // tonic-prost's codec, but a request that cannot be decoded is INVALID_ARGUMENT with an
+        // ErrorInfo, not INTERNAL: the generated code names it by path.
+        .codec_path("crate::rpc::codec::ProtoCodec")
         .compile_with_config(
             prost,
             &[PathBuf::from("proto/dataaccess/v1/data_access.proto")],

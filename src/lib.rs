@@ -4,6 +4,8 @@
 //! The modules follow a request's path, and each imports only from those listed before it:
 //! leaves (`proto`, `hash`, `time`, `listen`, `conninfo`, `config`, `sql`, `codec`, `telemetry`) →
 //! `pool` → `error` → `exec` → `health`, `rpc` → `app`. `analyze` is a client of the API.
+//! One exception, by path only: the generated code in `proto` encodes and decodes with
+//! `rpc::codec`, so that an undecodable request is answered like any other bad request.
 #![forbid(unsafe_code)]
 
 pub mod proto;

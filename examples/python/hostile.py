@@ -80,6 +80,18 @@ def main():
         expect("negative timeout field", S.INVALID_ARGUMENT,
                lambda: q(pb.QueryRequest(sql="SELECT 1", timeout={"seconds": -1})))
 
+        expect("NUL in sql", S.INVALID_ARGUMENT, lambda: q(pb.QueryRequest(sql="SELECT 1\0")))
+        expect("NUL in a text param", S.INVALID_ARGUMENT,
+               lambda: q(pb.QueryRequest(sql="SELECT $1::text", params=[pb.Value(text_value="a\0")])))
+        expect("COPY FROM STDIN", S.UNIMPLEMENTED, lambda: q(pb.QueryRequest(sql="COPY t FROM STDIN")))
+        expect("COPY TO STDOUT", S.UNIMPLEMENTED,
+               lambda: q(pb.QueryRequest(sql="COPY (SELECT 1) TO STDOUT")))
+        # Bytes that are no QueryRequest at all (invalid UTF-8 in `sql`), sent as they are.
+        raw = channel.unary_unary("/dataaccess.v1.DataAccess/Query", request_serializer=None,
+                                  response_deserializer=pb.QueryResponse.FromString)
+        expect("undecodable request", S.INVALID_ARGUMENT,
+               lambda: raw(b"\x0a\x02\xff\xfe", metadata=TOKEN, timeout=10))
+
         # A transaction stream that starts with a statement instead of begin.
         def bad_stream():
             reqs = iter([pb.TransactionRequest(execute=pb.Statement(request_id="x", sql="SELECT 1"))])

@@ -245,6 +245,16 @@ fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError>
                 parse_uuid(s).ok_or_else(|| invalid(field, format!("{s:?} is not a UUID")))?;
             binary(|buf| wire::uuid_to_sql(bytes, buf))
         }
+        // PostgreSQL refuses a NUL byte in any text it receives (22021); refused here, the
+        // error names the parameter like every other binding error. (An escaped `\u0000`
+        // is JSON, and left to PostgreSQL: json keeps it, jsonb refuses it.)
+        V::JsonValue(s) if s.contains('\0') && matches!(*ty, Type::JSON | Type::JSONB) => {
+            return Err(invalid(
+                field,
+                "JSON text cannot contain a raw NUL character (json takes the escape \\u0000, \
+                 jsonb takes neither)",
+            ));
+        }
         V::JsonValue(s) if *ty == Type::JSON => Param::Binary(s.as_bytes().to_vec()),
         V::JsonValue(s) if *ty == Type::JSONB => {
             // jsonb's binary form: format version 1, then the JSON text.

@@ -45,6 +45,15 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// A statement the sidecar cannot carry, refused before it is sent (COPY to or from the
+    /// client needs PostgreSQL's copy sub-protocol).
+    #[error("{statement} is not supported: {advice}")]
+    Unsupported {
+        /// What was refused, e.g. `COPY FROM STDIN`.
+        statement: &'static str,
+        /// What to do instead.
+        advice: &'static str,
+    },
     /// The request's deadline or timeout passed; `cause` is PostgreSQL's cancel error when
     /// the statement was running.
     #[error("deadline exceeded{}", cause.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
@@ -54,7 +63,8 @@ pub enum Error {
     },
     /// The response would exceed the gRPC message size limit.
     #[error(
-        "the result exceeds the {limit}-byte response limit; lower max_rows or use StreamQuery"
+        "the result exceeds the {limit}-byte response limit; lower max_rows or use StreamQuery \
+         (a single row over the limit: select less of it, e.g. substring of a large value)"
     )]
     ResponseTooLarge {
         /// The limit in bytes.
@@ -195,6 +205,48 @@ pub fn code_for_sqlstate(code: &str, message: &str) -> Code {
     }
 }
 
+/// What a tokio-postgres error without a SQLSTATE says, which decides its code and whether
+/// the statement may be sent again: only a lost connection is worth retrying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection broke, timed out or could not be made: UNAVAILABLE.
+    Connection,
+    /// PostgreSQL sent what the sidecar does not handle (the copy sub-protocol, say): the
+    /// connection is out of step and must be closed, and sending again would do the same.
+    Protocol,
+    /// The request could not be put on the wire (a NUL in a string, a message too large);
+    /// nothing was sent and the connection is fine.
+    Encode,
+    /// Parameter `n` could not be serialized; nothing was sent.
+    Param(usize),
+}
+
+impl Fault {
+    /// The fault of an error PostgreSQL did not send (`None` when it did). tokio-postgres
+    /// keeps its error kinds private; its `Display` names them, one fixed text per kind.
+    pub fn of(e: &tokio_postgres::Error) -> Option<Fault> {
+        if e.as_db_error().is_some() {
+            return None;
+        }
+        Some(Self::from_text(&e.to_string()))
+    }
+
+    fn from_text(text: &str) -> Fault {
+        if text.starts_with("unexpected message from server")
+            || text.starts_with("error parsing response from server")
+        {
+            Fault::Protocol
+        } else if text.starts_with("error encoding message to server") {
+            Fault::Encode
+        } else if let Some(n) = text.strip_prefix("error serializing parameter ") {
+            let digits: String = n.chars().take_while(char::is_ascii_digit).collect();
+            Fault::Param(digits.parse().unwrap_or(0))
+        } else {
+            Fault::Connection
+        }
+    }
+}
+
 /// ErrorInfo metadata for a PostgreSQL error: `sqlstate` always, the rest where sent.
 fn db_metadata(db: &DbError) -> HashMap<String, String> {
     let mut m = HashMap::new();
@@ -275,18 +327,53 @@ fn postgres_parts(e: &tokio_postgres::Error, code_override: Option<Code>) -> Par
             }
             p
         }
-        // No SQLSTATE: the connection broke or could not be made.
-        None => {
-            let mut p = parts(
-                code_override.unwrap_or(Code::Unavailable),
-                format!("connection to PostgreSQL failed: {e}"),
-                "DATABASE_UNAVAILABLE",
+        None => match Fault::of(e) {
+            Some(Fault::Protocol) => parts(
+                code_override.unwrap_or(Code::Internal),
+                format!(
+                    "PostgreSQL answered with a message the sidecar does not handle ({e}); \
+                     the connection was closed. COPY to or from the client is not supported"
+                ),
+                "PROTOCOL_ERROR",
                 HashMap::new(),
-            );
-            p.details.set_retry_info(Some(RETRY_CAPACITY));
-            p
-        }
+            ),
+            Some(Fault::Encode) => {
+                let mut p = parts(
+                    code_override.unwrap_or(Code::InvalidArgument),
+                    format!("the request cannot be sent to PostgreSQL ({e})"),
+                    "INVALID_REQUEST",
+                    HashMap::new(),
+                );
+                p.details
+                    .add_bad_request_violation("request", "cannot be encoded for PostgreSQL");
+                p
+            }
+            Some(Fault::Param(i)) => {
+                let mut p = parts(
+                    code_override.unwrap_or(Code::InvalidArgument),
+                    e.to_string(),
+                    "INVALID_PARAMETER",
+                    HashMap::new(),
+                );
+                p.details
+                    .add_bad_request_violation(format!("params[{i}]"), e.to_string());
+                p
+            }
+            Some(Fault::Connection) | None => connection_parts(e, code_override),
+        },
     }
+}
+
+/// The connection broke or could not be made.
+fn connection_parts(e: &tokio_postgres::Error, code_override: Option<Code>) -> Parts {
+    let mut p = parts(
+        code_override.unwrap_or(Code::Unavailable),
+        format!("connection to PostgreSQL failed: {e}"),
+        "DATABASE_UNAVAILABLE",
+        HashMap::new(),
+    );
+    p.details.set_retry_info(Some(RETRY_CAPACITY));
+    p
 }
 
 impl From<&Error> for Parts {
@@ -324,6 +411,16 @@ impl From<&Error> for Parts {
                 p
             }
             Error::Decode(e) => parts(Code::Internal, e.to_string(), "DECODE_FAILED", none()),
+            Error::Unsupported { statement, .. } => {
+                let mut metadata = none();
+                metadata.insert("statement".to_owned(), (*statement).to_owned());
+                parts(
+                    Code::Unimplemented,
+                    err.to_string(),
+                    "UNSUPPORTED_STATEMENT",
+                    metadata,
+                )
+            }
             // PostgreSQL refused the connection itself (bad password, too many connections):
             // its SQLSTATE decides, as for any other PostgreSQL error.
             Error::Pool(PoolError::Unavailable { source, .. })
@@ -440,6 +537,23 @@ mod tests {
         assert_eq!(condition_name("40001"), "SERIALIZATION_FAILURE");
         assert_eq!(condition_name("42P01"), "UNDEFINED_TABLE");
         assert_eq!(condition_name("ZZ999"), "SQLSTATE_ZZ999");
+    }
+
+    #[test]
+    fn faults_without_sqlstate_are_told_apart_by_tokio_postgres_texts() {
+        let cases = [
+            ("unexpected message from server", Fault::Protocol),
+            ("error parsing response from server", Fault::Protocol),
+            ("error encoding message to server", Fault::Encode),
+            ("error serializing parameter 3", Fault::Param(3)),
+            ("connection closed", Fault::Connection),
+            ("error communicating with the server", Fault::Connection),
+            ("timeout waiting for server", Fault::Connection),
+            ("error connecting to server", Fault::Connection),
+        ];
+        for (text, fault) in cases {
+            assert_eq!(Fault::from_text(text), fault, "{text}");
+        }
     }
 
     #[test]

@@ -83,6 +83,12 @@ impl InFlight {
         ) {
             self.cancel();
         }
+        // Out of step with PostgreSQL (inside a COPY, say): no one else may use it.
+        if let Error::Postgres(e) = error
+            && crate::error::Fault::of(e) == Some(crate::error::Fault::Protocol)
+        {
+            self.discard();
+        }
         self.finish_after(session::may_change_session(sql)).await;
     }
 

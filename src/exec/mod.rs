@@ -87,7 +87,25 @@ pub fn explain(conn: &Conn, error: Error, limits: &Limits) -> Error {
     }
 }
 
-/// Checks a statement's text and parameters against the limits before it is sent.
+/// What to use instead of a COPY to or from the client.
+fn copy_advice(statement: &str) -> &'static str {
+    match statement {
+        "COPY FROM STDIN" => {
+            "the sidecar does not carry PostgreSQL's copy sub-protocol (and COPY FROM a file \
+             reads the database server's disk, not the client's). Load rows with one \
+             statement and an array parameter per column, INSERT INTO t (a, b) SELECT * FROM \
+             unnest($1::int[], $2::text[]), or with batched INSERTs in a Transaction"
+        }
+        _ => {
+            "the sidecar does not carry PostgreSQL's copy sub-protocol (and COPY TO a file \
+             writes to the database server's disk, not the client's). Read the rows with \
+             StreamQuery, which streams any number of them in bounded chunks"
+        }
+    }
+}
+
+/// Checks a statement's text and parameters against the limits before it is sent, and
+/// refuses what PostgreSQL could not be sent or answered through the sidecar.
 pub fn validate(sql: &str, params: &[Value], limits: &Limits) -> Result<(), Error> {
     if sql.trim().is_empty() {
         return Err(Error::invalid("sql", "must contain a statement"));
@@ -111,6 +129,21 @@ pub fn validate(sql: &str, params: &[Value], limits: &Limits) -> Result<(), Erro
                 limits.max_params
             ),
         ));
+    }
+    // PostgreSQL's protocol ends a string at NUL, so tokio-postgres cannot even encode
+    // it: refused here, it is a clear INVALID_ARGUMENT rather than a failure to send
+    // that looks like a lost connection.
+    if let Some(at) = sql.find('\0') {
+        return Err(Error::invalid(
+            "sql",
+            format!("contains a NUL character (at byte {at}), which PostgreSQL does not accept"),
+        ));
+    }
+    if let Some(statement) = crate::sql::copy_with_client(sql) {
+        return Err(Error::Unsupported {
+            statement,
+            advice: copy_advice(statement),
+        });
     }
     Ok(())
 }

@@ -1,6 +1,8 @@
 //! The DataAccess service: one module per RPC family, sharing the state built at start.
 
 pub mod auth;
+mod chunks;
+pub(crate) mod codec;
 mod deadline;
 mod outbound;
 mod query;

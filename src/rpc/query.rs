@@ -65,7 +65,9 @@ fn retryable(failed: &Failed, idempotent: bool) -> bool {
         return false;
     };
     let connection_lost = match e.as_db_error() {
-        None => true,
+        // Without a SQLSTATE it is a lost connection, unless the request itself could not be
+        // encoded or PostgreSQL answered out of protocol: sending either again fails again.
+        None => crate::error::Fault::of(e) == Some(crate::error::Fault::Connection),
         Some(db) => {
             let code = db.code();
             // Class 08 is connection exceptions: no constant names a class.

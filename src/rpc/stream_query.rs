@@ -104,8 +104,9 @@ async fn run(
             Err(Error::ShuttingDown)
         }
     };
-    match result {
-        Ok((last, produced)) => match tx.send(Ok(last)).await {
+    let limit = state.config.limits.max_message_bytes;
+    match result.and_then(|(last, produced)| Ok((super::chunks::fit(last, limit)?, produced))) {
+        Ok((last, produced)) => match send_all(tx, last).await {
             Ok(()) => {
                 inflight.finish_after(produced.changes_session).await;
                 Ok(Some(produced))
@@ -265,6 +266,7 @@ async fn produce(
         n => n.into(),
     };
     let chunk_bytes = CHUNK_BYTES.min(state.config.limits.max_message_bytes / 2);
+    let limit = state.config.limits.max_message_bytes;
     let mut chunk = QueryResponse {
         columns: prepared.columns.clone(),
         ..Default::default()
@@ -276,7 +278,12 @@ async fn produce(
             continue;
         }
         let row = decode_row(&row, chunk.rows.len(), &mut pending)?;
-        bytes += row.encoded_len();
+        let row_len = row.encoded_len();
+        // Too large for any message already (text still to fill only adds to it).
+        if row_len > limit {
+            return Err(Error::ResponseTooLarge { limit });
+        }
+        bytes += row_len;
         chunk.rows.push(row);
         if hold {
             held_bytes += row_bytes(&chunk);
@@ -291,7 +298,7 @@ async fn produce(
             if hold {
                 held.push((full, texts));
             } else {
-                send(client, tx, full, texts).await?;
+                send(client, tx, full, texts, limit).await?;
             }
         }
     }
@@ -301,7 +308,7 @@ async fn produce(
         inflight.keep();
     }
     for (full, texts) in held {
-        send(client, tx, full, texts).await?;
+        send(client, tx, full, texts, limit).await?;
     }
     fill_server_text(client, &mut chunk.rows, pending).await?;
     chunk.rows_affected = rows_affected;
@@ -325,18 +332,28 @@ fn row_bytes(chunk: &QueryResponse) -> usize {
     chunk.rows.last().map_or(0, |r| r.encoded_len() + 4)
 }
 
-/// Fills a chunk's text cells on the (idle) connection and sends it, waiting at most the
-/// stream idle timeout for the client to make room.
+/// Fills a chunk's text cells on the (idle) connection and sends it, in messages within
+/// `limit`, waiting at most the stream idle timeout for the client to make room.
 async fn send(
     client: &Conn,
     tx: &Sender,
     mut chunk: QueryResponse,
     texts: Vec<PendingText>,
+    limit: usize,
 ) -> Result<(), Error> {
     fill_server_text(client, &mut chunk.rows, texts).await?;
-    match tx.send(Ok(chunk)).await {
-        Ok(()) => Ok(()),
-        Err(Unsent::Gone) => Err(Error::ClientGone),
-        Err(Unsent::Stalled) => Err(Error::StreamStalled(tx.idle())),
+    send_all(tx, super::chunks::fit(chunk, limit)?)
+        .await
+        .map_err(|unsent| match unsent {
+            Unsent::Gone => Error::ClientGone,
+            Unsent::Stalled => Error::StreamStalled(tx.idle()),
+        })
+}
+
+/// Sends `parts` in order, stopping at the first that cannot be sent.
+async fn send_all(tx: &Sender, parts: Vec<QueryResponse>) -> Result<(), Unsent> {
+    for part in parts {
+        tx.send(Ok(part)).await?;
     }
+    Ok(())
 }

@@ -134,6 +134,9 @@ enum Next {
     TooLong,
     /// The server is shutting down and its grace period is nearly over.
     Stopping,
+    /// A message could not be decoded (why, as the codec said): the client's fault, so the
+    /// stream ends with that error rather than quietly.
+    Undecodable(String),
 }
 
 async fn next(
@@ -152,7 +155,10 @@ async fn next(
             Err(_) => Next::Idle,
             Ok(Ok(Some(m))) => Next::Message(m),
             Ok(Ok(None)) => Next::End,
-            Ok(Err(_)) => Next::Gone,
+            Ok(Err(status)) => match super::codec::undecodable(&status) {
+                Some(why) => Next::Undecodable(why),
+                None => Next::Gone,
+            },
         },
     }
 }
@@ -227,15 +233,25 @@ async fn serve(
         Next::Idle => return Err(Error::TransactionIdleTimeout(default_idle)),
         Next::TooLong => unreachable!("no duration limit before begin"),
         Next::Stopping => return Err(Error::ShuttingDown),
+        Next::Undecodable(why) => return Err(Error::invalid("request", why)),
     };
     // A day at most: an absurd value from a client must not overflow the clock or hold a
-    // connection indefinitely.
-    let idle = begin
-        .idle_timeout
-        .and_then(|d| Duration::try_from(d).ok())
-        .filter(|d| !d.is_zero())
-        .unwrap_or(default_idle)
-        .min(MAX_IDLE);
+    // connection indefinitely. Zero or negative is refused, as a negative Query timeout is:
+    // taking it for "the default" would hide the client's mistake.
+    let idle = match begin.idle_timeout.map(Duration::try_from) {
+        None => default_idle,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(_) => {
+            return Err(Error::invalid(
+                "begin.idle_timeout",
+                format!(
+                    "must be positive; leave it unset for the server's default ({} ms)",
+                    default_idle.as_millis()
+                ),
+            ));
+        }
+    }
+    .min(MAX_IDLE);
     let until = state
         .config
         .transaction_max_duration
@@ -319,6 +335,7 @@ impl Open<'_> {
                 Next::Gone => return Ok(()),
                 Next::Idle => return Err(Error::TransactionIdleTimeout(idle)),
                 Next::Stopping => return Err(Error::ShuttingDown),
+                Next::Undecodable(why) => return Err(Error::invalid("request", why)),
                 Next::TooLong => {
                     return Err(Error::TransactionTooLong(
                         state.config.transaction_max_duration.unwrap_or_default(),
@@ -475,12 +492,25 @@ impl Open<'_> {
             Err(failed) => {
                 lease.dirty |= session::may_change_session(&stmt.sql);
                 if let Error::Postgres(e) = &failed.error {
-                    if e.as_db_error().is_none() {
+                    match crate::error::Fault::of(e) {
+                        // PostgreSQL refused it: the transaction is aborted.
+                        None => {
+                            aborted_by.get_or_insert_with(|| failed.error.to_rpc_status());
+                        }
                         // The connection is gone, and the transaction with it.
-                        lease.open = false;
-                        return Err(failed.error);
+                        Some(crate::error::Fault::Connection) => {
+                            lease.open = false;
+                            return Err(failed.error);
+                        }
+                        // Out of step with PostgreSQL: the connection cannot go on, nor
+                        // may anyone else have it.
+                        Some(crate::error::Fault::Protocol) => {
+                            lease.abandon();
+                            return Err(failed.error);
+                        }
+                        // It could not be sent: the transaction is as it was.
+                        Some(crate::error::Fault::Encode | crate::error::Fault::Param(_)) => {}
                     }
-                    aborted_by.get_or_insert_with(|| failed.error.to_rpc_status());
                 }
                 answer(Outcome::Error(failed.error.to_rpc_status()))
             }

@@ -1,17 +1,27 @@
-//! Statement fingerprints: the text with literals replaced by `?` and whitespace collapsed,
-//! and a stable hash of it, so statements that differ only in constants group together in
-//! the statement report and logs, and no value ever reaches either.
+//! Statement fingerprints: the text with literals replaced by `?`, comments dropped and
+//! whitespace collapsed, and a stable hash of it, so statements that differ only in constants
+//! or comments group together in the statement report and logs (as pg_stat_statements
+//! groups them), and no value or comment ever reaches either.
 
 use super::lexer::{Kind, tokens};
 
-/// The statement's text with constants (strings of every form, numbers) replaced by `?`
-/// and whitespace collapsed to one space; comments are kept as written.
+/// The statement's text with constants (strings of every form, dollar-quoted included, and
+/// numbers) replaced by `?`, comments dropped, and whitespace collapsed to one space.
+/// Comments go because people put secrets in them (`-- password=...`) and because they
+/// carry no meaning for grouping; a dropped comment counts as whitespace, as in PostgreSQL.
 pub fn normalize(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len().min(512));
+    let mut spaced = false;
     for t in tokens(sql) {
-        if t.spaced && !out.is_empty() {
+        spaced |= t.spaced;
+        if t.kind == Kind::Comment {
+            spaced = true;
+            continue;
+        }
+        if spaced && !out.is_empty() {
             out.push(' ');
         }
+        spaced = false;
         match t.kind {
             Kind::String | Kind::Number => out.push('?'),
             _ => out.push_str(t.text),
@@ -59,11 +69,27 @@ mod tests {
                 "  UPDATE t SET a = 'secret' WHERE b = 7  ",
                 "UPDATE t SET a = ? WHERE b = ?",
             ),
+            (
+                "CREATE ROLE r LOGIN PASSWORD $$pw$$",
+                "CREATE ROLE r LOGIN PASSWORD ?",
+            ),
+            ("SELECT $tag$ a 'b' $tag$ AS x", "SELECT ? AS x"),
+            ("SELECT $€$secret$€$", "SELECT ?"),
+            ("SELECT 1 -- password=hunter2", "SELECT ?"),
+            ("SELECT /* token=abc */ 2", "SELECT ?"),
+            ("SELECT/* a /* nested */ b */x FROM t", "SELECT x FROM t"),
+            ("-- lead\nSELECT x--tail", "SELECT x"),
+            ("SELECT 'open -- not a comment", "SELECT ?"),
         ];
         for (sql, want) in cases {
             assert_eq!(normalize(sql), want, "{sql}");
         }
         assert_eq!(fingerprint("SELECT 1"), fingerprint("SELECT   2"));
         assert_ne!(fingerprint("SELECT 1"), fingerprint("SELECT 1 FROM t"));
+        assert_eq!(
+            fingerprint("SELECT 1 /* a */"),
+            fingerprint("SELECT 1 -- b"),
+            "comments do not split a statement's figures"
+        );
     }
 }

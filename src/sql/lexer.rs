@@ -79,11 +79,12 @@ impl<'a> Lexer<'a> {
         let body = &rest[1..];
         let tag_len = body.find('$')?;
         let tag = &body[..tag_len];
-        let starts_well = tag
-            .chars()
-            .next()
-            .is_none_or(|c| c.is_alphabetic() || c == '_');
-        if !starts_well || !tag.chars().all(|c| c.is_alphanumeric() || c == '_') {
+        // PostgreSQL's rule (scan.l, dolq_start and dolq_cont) is by byte: ASCII letters,
+        // `_`, and every non-ASCII character, then digits too. Testing "alphabetic" instead
+        // would miss `$€$...$€$` and show the quoted text as words.
+        let tag_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || !c.is_ascii();
+        let starts_well = tag.chars().next().is_none_or(|c| !c.is_ascii_digit());
+        if !starts_well || !tag.chars().all(tag_char) {
             return None;
         }
         let delimiter = &rest[..tag_len + 2];
@@ -243,6 +244,17 @@ mod tests {
                 (Word, "x$y"),
             ]
         );
+    }
+
+    #[test]
+    fn dollar_quote_tags_follow_postgres_rules() {
+        use Kind::*;
+        for sql in ["$€$ x $€$", "$_1$ x $_1$", "$é$ x $é$", "$$ x $$"] {
+            assert_eq!(kinds(sql), vec![(String, sql)], "{sql}");
+        }
+        // A tag cannot start with a digit: `$1` is a parameter.
+        assert_eq!(kinds("$1$")[0], (Param, "$1"));
+        assert_eq!(kinds("$a-b$")[0], (Punct, "$"));
     }
 
     #[test]

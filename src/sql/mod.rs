@@ -69,8 +69,52 @@ pub(crate) fn top_level_words(sql: &str) -> Vec<String> {
     words
 }
 
+/// `COPY ... FROM STDIN` or `COPY ... TO STDOUT`, named so, when `sql` is one: PostgreSQL
+/// then switches the connection to its copy sub-protocol, which the sidecar does not carry
+/// (a COPY to or from a file on the server, or a program, is an ordinary statement). Only
+/// top-level words count, so `COPY (SELECT 'STDOUT') TO '/f'` is not one.
+pub fn copy_with_client(sql: &str) -> Option<&'static str> {
+    if !first_word(sql).eq_ignore_ascii_case("COPY") {
+        return None;
+    }
+    let words = top_level_words(sql);
+    if words.iter().any(|w| w == "STDIN") {
+        Some("COPY FROM STDIN")
+    } else if words.iter().any(|w| w == "STDOUT") {
+        Some("COPY TO STDOUT")
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn copy_with_the_client_is_told_from_other_copies() {
+        let cases = [
+            ("COPY t FROM STDIN", Some("COPY FROM STDIN")),
+            (
+                "copy t (a, b) from stdin with (format csv)",
+                Some("COPY FROM STDIN"),
+            ),
+            ("/* x */ COPY t FROM STDIN", Some("COPY FROM STDIN")),
+            ("-- x\nCOPY t TO STDOUT", Some("COPY TO STDOUT")),
+            (
+                "COPY (SELECT 1) TO STDOUT (FORMAT binary)",
+                Some("COPY TO STDOUT"),
+            ),
+            ("COPY (SELECT 'STDOUT') TO '/tmp/f'", None),
+            ("COPY t FROM '/tmp/stdin'", None),
+            ("COPY t TO PROGRAM 'gzip > /tmp/f'", None),
+            ("SELECT 'COPY t FROM STDIN'", None),
+            ("SELECT stdin FROM copy", None),
+            ("/* COPY t TO STDOUT */ SELECT 1", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(super::copy_with_client(sql), want, "{sql}");
+        }
+    }
+
     #[test]
     fn cursor_queries_are_plain_reads() {
         for sql in [

@@ -1,7 +1,8 @@
 //! The statement report: per-statement figures (calls, errors, time, rows, cache hits) keyed
 //! by a fingerprint of the statement's normalized text, for the top statements by total
-//! time. Literals are replaced by `?` before fingerprinting, so statements that differ only
-//! in constants group together and no value ever reaches the report.
+//! time. Literals (dollar-quoted ones included) are replaced by `?` and comments dropped
+//! before fingerprinting, so statements that differ only in constants or comments group
+//! together and no value, and no secret written in a comment, ever reaches the report.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -153,3 +153,63 @@ async fn a_schema_change_under_load_is_invisible_to_clients() {
         .await
         .expect("drop");
 }
+
+#[tokio::test]
+async fn the_report_shows_no_literal_or_comment_of_any_form() {
+    let sidecar = Sidecar::start(&[]);
+    let mut c = sidecar.client().await;
+    let role = unique("report_role");
+    let secrets = [
+        "pw-dollar-secret",
+        "tag-secret",
+        "euro-secret",
+        "hunter2-line",
+        "tok-block",
+    ];
+    let statements = [
+        format!("CREATE ROLE {role} LOGIN PASSWORD $$pw-dollar-secret$$"),
+        format!("DROP ROLE {role} /* token=tok-block */"),
+        "SELECT $tag$tag-secret$tag$ AS a".to_owned(),
+        "SELECT $€$euro-secret$€$ AS b".to_owned(),
+        "SELECT 1 AS c -- password=hunter2-line".to_owned(),
+    ];
+    for sql in &statements {
+        query(&mut c, sql, vec![]).await.expect(sql);
+    }
+    let report = c
+        .statement_report(pgsidecar::proto::StatementReportRequest { limit: 1000 })
+        .await
+        .expect("report")
+        .into_inner();
+    let texts: Vec<&str> = report.statements.iter().map(|s| s.query.as_str()).collect();
+    for secret in secrets {
+        assert!(
+            texts.iter().all(|t| !t.contains(secret)),
+            "{secret} in {texts:#?}"
+        );
+    }
+    for want in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD ?"),
+        format!("DROP ROLE {role}"),
+        "SELECT ? AS a".to_owned(),
+        "SELECT ? AS b".to_owned(),
+        "SELECT ? AS c".to_owned(),
+    ] {
+        assert!(texts.contains(&want.as_str()), "{want} in {texts:#?}");
+    }
+    // `pgsidecar analyze` prints the same texts.
+    let grpc = sidecar.grpc.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+            .args(["analyze", "--addr", &grpc, "--top", "1000"])
+            .output()
+            .expect("run analyze")
+    })
+    .await
+    .expect("join");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{printed}");
+    for secret in secrets {
+        assert!(!printed.contains(secret), "{secret} in:\n{printed}");
+    }
+}
