@@ -10,6 +10,7 @@ use tonic::{Request, Status};
 
 use crate::config::{Scopes, Tokens};
 use crate::error::Error;
+use crate::proto::Priority;
 
 /// Checks each call's bearer token. With no tokens configured it admits every call.
 #[derive(Clone)]
@@ -21,7 +22,7 @@ const WRITE: u8 = 1;
 const CRITICAL: u8 = 2;
 
 fn bits(scopes: Scopes) -> u8 {
-    u8::from(scopes.write) * WRITE | u8::from(scopes.critical) * CRITICAL
+    (u8::from(scopes.write) * WRITE) | (u8::from(scopes.critical) * CRITICAL)
 }
 
 /// What the call may do: its token's scopes, or everything when no token is asked for (or
@@ -32,6 +33,37 @@ pub fn scopes<T>(request: &Request<T>) -> Scopes {
         .get::<Scopes>()
         .copied()
         .unwrap_or(Scopes::ALL)
+}
+
+/// What one call may do: the settings, narrowed by the call's token. Handlers read
+/// read-only-ness here rather than from the settings, so a token can narrow it per call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Grant {
+    /// The call runs read-only: `PGSIDECAR_READ_ONLY`, or a token without `write`.
+    pub(crate) read_only: bool,
+    /// The call may ask for `PRIORITY_CRITICAL`.
+    critical: bool,
+}
+
+impl Grant {
+    /// The grant of a call under `read_only_mode` (`PGSIDECAR_READ_ONLY`).
+    pub(crate) fn of<T>(request: &Request<T>, read_only_mode: bool) -> Grant {
+        let scopes = scopes(request);
+        Grant {
+            read_only: read_only_mode || !scopes.write,
+            critical: scopes.critical,
+        }
+    }
+
+    /// The priority the call asked for, if it may have it. PRIORITY_CRITICAL without the
+    /// `critical` scope is refused, not downgraded: a caller that asked for the reserve must
+    /// hear that it may not have it.
+    pub(crate) fn priority(&self, asked: i32) -> Result<Priority, Error> {
+        match Priority::try_from(asked).unwrap_or(Priority::Unspecified) {
+            Priority::Critical if !self.critical => Err(Error::PriorityNotAllowed),
+            priority => Ok(priority),
+        }
+    }
 }
 
 impl BearerAuth {
@@ -147,6 +179,49 @@ mod tests {
         let mut auth = BearerAuth::new(&Tokens::default());
         assert!(!auth.enabled());
         assert_eq!(call(&mut auth, None), Ok(Scopes::ALL));
+    }
+
+    #[test]
+    fn a_grant_narrows_the_settings_by_the_token() {
+        let with = |scopes: Option<Scopes>| {
+            let mut request = Request::new(());
+            if let Some(s) = scopes {
+                request.extensions_mut().insert(s);
+            }
+            request
+        };
+        let (critical, normal) = (Priority::Critical as i32, Priority::Normal as i32);
+        // No token asked for: everything, as before.
+        let all = Grant::of(&with(None), false);
+        assert!(!all.read_only);
+        assert_eq!(all.priority(critical).ok(), Some(Priority::Critical));
+        assert!(
+            Grant::of(&with(None), true).read_only,
+            "the setting still rules"
+        );
+        let reader = Grant::of(
+            &with(Some(Scopes {
+                write: false,
+                critical: false,
+            })),
+            false,
+        );
+        assert!(reader.read_only);
+        assert!(matches!(
+            reader.priority(critical),
+            Err(Error::PriorityNotAllowed)
+        ));
+        assert_eq!(reader.priority(normal).ok(), Some(Priority::Normal));
+        assert_eq!(reader.priority(0).ok(), Some(Priority::Unspecified));
+        assert_eq!(reader.priority(99).ok(), Some(Priority::Unspecified));
+        let pager = Grant::of(
+            &with(Some(Scopes {
+                write: false,
+                critical: true,
+            })),
+            false,
+        );
+        assert_eq!(pager.priority(critical).ok(), Some(Priority::Critical));
     }
 
     #[test]

@@ -8,10 +8,11 @@ use tokio_postgres::error::SqlState;
 use tonic::{Request, Response, Status};
 
 use super::State;
+use super::auth::Grant;
 use super::deadline::Budget;
 use crate::error::Error;
 use crate::exec::{Executed, Failed, InFlight, Spec};
-use crate::proto::{Priority, QueryRequest, QueryResponse};
+use crate::proto::{QueryRequest, QueryResponse};
 use crate::telemetry::stats::Record;
 
 /// Checks what can be checked before a connection is taken.
@@ -38,8 +39,9 @@ pub(super) async fn query(
 ) -> Result<Response<QueryResponse>, Status> {
     let start = Instant::now();
     let budget = Budget::of_query(start, &request);
+    let grant = Grant::of(&request, state.config.read_only);
     let req = request.into_inner();
-    let (result, served) = run(state, &req, budget).await;
+    let (result, served) = run(state, &req, grant, budget).await;
     let (rows, cached) = result.as_ref().map_or((0, false), |r| {
         let cached = r.info.as_ref().is_some_and(|i| i.statement_cached);
         (r.rows_affected, cached)
@@ -100,24 +102,29 @@ struct Served {
 async fn run(
     state: &State,
     req: &QueryRequest,
+    grant: Grant,
     budget: Budget,
 ) -> (Result<QueryResponse, Error>, Served) {
     let mut served = Served {
         pool: "none",
         report_key: None,
     };
-    let result = run_on(state, req, budget, &mut served).await;
+    let result = run_on(state, req, grant, budget, &mut served).await;
     (result, served)
 }
 
 async fn run_on(
     state: &State,
     req: &QueryRequest,
+    grant: Grant,
     budget: Budget,
     served: &mut Served,
 ) -> Result<QueryResponse, Error> {
     validate(req, state)?;
-    let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
+    let priority = grant.priority(req.priority)?;
+    // Sessions under PGSIDECAR_READ_ONLY are read-only already; a read-only token on a
+    // read-write session gets a READ ONLY transaction of its own.
+    let read_only = grant.read_only && !state.config.read_only;
     let spec = Spec {
         sql: &req.sql,
         params: &req.params,
@@ -130,7 +137,7 @@ async fn run_on(
         let lease = state.pools.acquire(priority, budget.stop_at).await?;
         let (pool, queue_time) = (lease.pool, lease.queue_time);
         served.pool = pool;
-        match attempt(lease, &spec, state, budget).await {
+        match attempt(lease, &spec, state, read_only, budget).await {
             Ok(executed) => {
                 served.report_key = Some(executed.report_key);
                 let mut response = executed.response;
@@ -161,15 +168,52 @@ async fn run_on(
     }
 }
 
+/// Opens a READ ONLY transaction for one read-only call on a read-write session. Until
+/// [`end_read_only`] ends it the connection is marked for discarding, so no path that
+/// skips the end can hand an open transaction to the next user.
+pub(super) async fn begin_read_only(inflight: &InFlight) -> Result<(), Failed> {
+    inflight.discard();
+    match inflight.client().batch_execute("BEGIN READ ONLY").await {
+        Ok(()) => Ok(()),
+        // Nothing of the statement was sent: safe to send again on another connection.
+        Err(e) => Err(Failed {
+            error: e.into(),
+            may_have_run: false,
+        }),
+    }
+}
+
+/// Ends the transaction of [`begin_read_only`] when the statement is over (it succeeded,
+/// or PostgreSQL refused it), and makes the connection reusable again. A statement cut
+/// short (cancelled, its result not read) leaves its connection to be discarded.
+pub(super) async fn end_read_only(inflight: &InFlight, error: Option<&Error>) {
+    let end = match error {
+        None => "COMMIT",
+        Some(Error::Postgres(e)) if e.as_db_error().is_some() => "ROLLBACK",
+        Some(Error::Bind(_)) => "ROLLBACK",
+        Some(_) => return,
+    };
+    // A read-only transaction has nothing to lose: a failed end only costs the connection.
+    if inflight.client().batch_execute(end).await.is_ok() {
+        inflight.keep();
+    }
+}
+
 /// One attempt on one leased connection: runs the statement until the budget ends (then
 /// cancels it in PostgreSQL), and resets the session if the statement may have changed it.
+/// `read_only`: in a READ ONLY transaction of its own.
 async fn attempt(
     lease: crate::pool::Lease,
     spec: &Spec<'_>,
     state: &State,
+    read_only: bool,
     budget: Budget,
 ) -> Result<Executed, Failed> {
     let inflight = InFlight::new(lease);
+    if read_only && let Err(failed) = begin_read_only(&inflight).await {
+        inflight.finish();
+        return Err(failed);
+    }
     let result = {
         let fut = crate::exec::run(inflight.client(), spec, &state.config.limits);
         tokio::pin!(fut);
@@ -198,6 +242,9 @@ async fn attempt(
             }
         }
     };
+    if read_only {
+        end_read_only(&inflight, result.as_ref().err().map(|f| &f.error)).await;
+    }
     match &result {
         Ok(executed) => inflight.finish_after(executed.changes_session).await,
         Err(failed) => inflight.finish_after_error(spec.sql, &failed.error).await,

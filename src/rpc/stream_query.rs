@@ -11,13 +11,15 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::auth::Grant;
 use super::deadline::Budget;
+use super::query::{begin_read_only, end_read_only};
 use super::{BoxStream, State};
 use crate::error::Error;
 use crate::exec::{InFlight, PendingText, Spec, decode_row, fill_server_text};
 use crate::pool::Lease;
 use crate::pool::{Conn, Prepared};
-use crate::proto::{Priority, QueryRequest, QueryResponse};
+use crate::proto::{QueryRequest, QueryResponse};
 use crate::telemetry::stats::Record;
 
 /// Most rows in one message.
@@ -35,9 +37,12 @@ pub(super) async fn stream_query(
 ) -> Result<Response<BoxStream<QueryResponse>>, Status> {
     let start = Instant::now();
     let budget = Budget::of_query(start, &request);
+    let grant = Grant::of(&request, state.config.read_only);
     let req = request.into_inner();
     super::query::validate(&req, &state)?;
-    let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
+    let priority = grant.priority(req.priority)?;
+    // As in Query: a read-only token on a read-write session gets a READ ONLY transaction.
+    let read_only = grant.read_only && !state.config.read_only;
     let lease = state
         .pools
         .acquire(priority, budget.stop_at)
@@ -46,7 +51,7 @@ pub(super) async fn stream_query(
     let pool = lease.pool;
     let (tx, rx) = mpsc::channel(BUFFERED_CHUNKS);
     tokio::spawn(async move {
-        let result = run(&state, &req, lease, budget, &tx).await;
+        let result = run(&state, &req, lease, read_only, budget, &tx).await;
         let served = result.as_ref().ok().copied().flatten();
         state.stats.record(Record {
             rpc: "StreamQuery",
@@ -68,21 +73,27 @@ pub(super) async fn stream_query(
 type Sender = mpsc::Sender<Result<QueryResponse, Status>>;
 
 /// Runs the statement and streams its rows; `Ok(None)` when the client went away.
+/// `read_only`: in a READ ONLY transaction of its own.
 async fn run(
     state: &State,
     req: &QueryRequest,
     lease: Lease,
+    read_only: bool,
     budget: Budget,
     tx: &Sender,
 ) -> Result<Option<Produced>, Error> {
     let (pool, queue_time) = (lease.pool, lease.queue_time);
     let inflight = InFlight::new(lease);
+    if read_only && let Err(failed) = begin_read_only(&inflight).await {
+        inflight.finish();
+        return Err(failed.error);
+    }
     let spec = Spec {
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
     };
-    let produce = produce(state, &inflight, &spec, tx);
+    let produce = produce(state, &inflight, &spec, read_only, tx);
     let result = tokio::select! {
         r = produce => r.map(|(mut last, produced)| {
             last.info = Some(crate::exec::execution_info(pool, produced.cached, queue_time, produced.execution_time, 1));
@@ -100,6 +111,9 @@ async fn run(
             Err(Error::ShuttingDown)
         }
     };
+    if read_only {
+        end_read_only(&inflight, result.as_ref().err()).await;
+    }
     match result {
         Ok((last, produced)) => {
             if tx.send(Ok(last)).await.is_ok() {
@@ -141,6 +155,8 @@ enum Source {
         batch: std::collections::VecDeque<tokio_postgres::Row>,
         done: bool,
         seen: u64,
+        /// The cursor opened the transaction it runs in, and so ends it.
+        own_transaction: bool,
     },
 }
 
@@ -148,9 +164,17 @@ enum Source {
 const CURSOR: &str = "pgsidecar_stream";
 
 impl Source {
-    /// Declares the cursor for `prepared` with the request's parameters, in a transaction.
-    async fn cursor(client: &Conn, prepared: &Prepared, spec: &Spec<'_>) -> Result<Self, Error> {
-        client.batch_execute("BEGIN").await?;
+    /// Declares the cursor for `prepared` with the request's parameters, in a transaction
+    /// of its own unless the call already runs in one (`in_transaction`).
+    async fn cursor(
+        client: &Conn,
+        prepared: &Prepared,
+        spec: &Spec<'_>,
+        in_transaction: bool,
+    ) -> Result<Self, Error> {
+        if !in_transaction {
+            client.batch_execute("BEGIN").await?;
+        }
         let declare = client
             .prepare_typed(
                 &format!("DECLARE {CURSOR} NO SCROLL CURSOR FOR {}", spec.sql),
@@ -167,6 +191,7 @@ impl Source {
             batch: Default::default(),
             done: false,
             seen: 0,
+            own_transaction: !in_transaction,
         })
     }
 
@@ -178,6 +203,7 @@ impl Source {
                 batch,
                 done,
                 seen,
+                ..
             } => {
                 if batch.is_empty() && !*done {
                     // Read whole, so the connection is idle again before the next await.
@@ -197,9 +223,14 @@ impl Source {
     async fn finish(self, client: &Conn) -> Result<u64, Error> {
         match self {
             Source::Rows(rows) => Ok(rows.rows_affected().unwrap_or(0)),
-            Source::Cursor { seen, .. } => {
+            Source::Cursor {
+                seen,
+                own_transaction,
+                ..
+            } => {
+                let end = if own_transaction { "; COMMIT" } else { "" };
                 client
-                    .batch_execute(&format!("CLOSE {CURSOR}; COMMIT"))
+                    .batch_execute(&format!("CLOSE {CURSOR}{end}"))
                     .await?;
                 Ok(seen)
             }
@@ -212,6 +243,7 @@ async fn produce(
     state: &State,
     inflight: &InFlight,
     spec: &Spec<'_>,
+    in_transaction: bool,
     tx: &Sender,
 ) -> Result<(QueryResponse, Produced), Error> {
     let client = inflight.client();
@@ -222,7 +254,7 @@ async fn produce(
         // A failure inside the cursor's transaction leaves it open: that connection is
         // closed, not reused.
         inflight.discard();
-        let source = Source::cursor(client, &prepared, spec).await?;
+        let source = Source::cursor(client, &prepared, spec, in_transaction).await?;
         (source, prepared, cached)
     } else {
         let started = crate::exec::start_prepared(client, prepared, cached, spec)
@@ -275,7 +307,7 @@ async fn produce(
         }
     }
     let rows_affected = source.finish(client).await?;
-    if by_cursor {
+    if by_cursor && !in_transaction {
         // The cursor's transaction is over: the connection is reusable again.
         inflight.keep();
     }
