@@ -56,7 +56,7 @@ pub(super) fn readable_file(s: &str) -> Result<Option<PathBuf>, String> {
 }
 
 /// Token entries from a list of candidates (`what` names one in errors: `line`, `entry`):
-/// trimmed, blanks and `#` comments dropped. An entry is `TOKEN` alone, which grants every
+/// trimmed, blanks and `#` comments (whole entries, or after the token) dropped. An entry is `TOKEN` alone, which grants every
 /// scope (as before scopes existed), or `TOKEN SCOPE...`, which grants reading and exactly
 /// the scopes listed: `read` (nothing more), `write`, `critical`. A token never holds
 /// blanks (RFC 6750), so the first blank ends it. Errors never quote the entry: it is a
@@ -74,7 +74,8 @@ pub(super) fn token_entries<'a>(
         let mut words = item.split_whitespace();
         let secret = words.next().unwrap_or_default().to_owned();
         let mut scopes = Scopes::ALL;
-        let mut listed = words.peekable();
+        // A `#` after the token starts a comment, as a `#` at the start of a line does.
+        let mut listed = words.take_while(|w| !w.starts_with('#')).peekable();
         if listed.peek().is_some() {
             scopes = Scopes {
                 write: false,

@@ -201,7 +201,7 @@ fn a_token_setting_that_yields_no_token_is_an_error_not_auth_off() {
 fn tokens_may_carry_scopes_and_a_bare_token_keeps_every_right() {
     let path = std::env::temp_dir().join(format!("pgsidecar-scopes-{}", std::process::id()));
     let file = "# old files: one token a line, all rights\nlegacy\n\
-                reporter read\npager read critical\nbatch write\nall WRITE critical\n";
+                reporter read  # reports\npager read critical\nbatch write\nall WRITE critical\n";
     std::fs::write(&path, file).unwrap();
     let f = path.to_str().unwrap();
     let c = load(
