@@ -51,6 +51,8 @@ impl Key {
         "Idle connections kept in the failover pool");
     pub(super) const FAILOVER_DATABASE_URL: Key = Key::new("failover-database-url", "DB_FAILOVER_DATABASE_URL", "URL", "",
         "Failover pool database, if not --database-url");
+    pub(super) const FAILOVER_TRANSACTION_SHARE: Key = Key::new("failover-transaction-share", "DB_FAILOVER_TRANSACTION_SHARE", "PERCENT", "50",
+        "Most of the failover pool (0-100 %) transactions may hold; the rest stays for critical queries");
     pub(super) const STATEMENT_CACHE_SIZE: Key = Key::new("statement-cache-size", "DB_STATEMENT_CACHE_SIZE", "N", "1000",
         "Prepared statements cached per connection, 0 = off");
     pub(super) const HEALTH_CHECK_INTERVAL: Key = Key::new("health-check-interval", "DB_HEALTH_CHECK_INTERVAL", "MS", "1000",
@@ -92,9 +94,9 @@ impl Key {
     pub(super) const RESET_ALWAYS: Key = Key::new("reset-always", "PGSIDECAR_RESET_ALWAYS", "BOOL", "false",
         "Reset the session after every statement and transaction, not only when it changed");
     pub(super) const AUTH_TOKENS_FILE: Key = Key::new("auth-tokens-file", "PGSIDECAR_AUTH_TOKENS_FILE", "PATH", "",
-        "File of accepted bearer tokens, one per line; none = no token needed");
+        "File of accepted bearer tokens, one per line: TOKEN [read|write|critical ...]; none = no token needed");
     pub(super) const AUTH_TOKENS: Key = Key::new("auth-tokens", "PGSIDECAR_AUTH_TOKENS", "TOKENS", "",
-        "Accepted bearer tokens, comma-separated (prefer the file: flags show in ps)");
+        "Accepted bearer tokens, comma-separated, each TOKEN [read|write|critical ...] (prefer the file)");
     pub(super) const TLS_CERT: Key = Key::new("tls-cert", "PGSIDECAR_TLS_CERT", "PATH", "",
         "PEM certificate chain: serve gRPC over TLS (with --tls-key)");
     pub(super) const TLS_KEY: Key = Key::new("tls-key", "PGSIDECAR_TLS_KEY", "PATH", "",
@@ -111,12 +113,12 @@ impl Key {
         "End a stream whose client has read nothing for this many ms, cancelling its statement");
 
     /// Every setting, in `--help` order.
-    pub(super) const ALL: [Key; 44] = [
+    pub(super) const ALL: [Key; 45] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
         Key::ENABLE_FAILOVER, Key::FAILOVER_THRESHOLD, Key::FAILOVER_POOL_MAX, Key::FAILOVER_POOL_MIN,
-        Key::FAILOVER_DATABASE_URL, Key::STATEMENT_CACHE_SIZE, Key::HEALTH_CHECK_INTERVAL,
+        Key::FAILOVER_DATABASE_URL, Key::FAILOVER_TRANSACTION_SHARE, Key::STATEMENT_CACHE_SIZE, Key::HEALTH_CHECK_INTERVAL,
         Key::CONNECTION_VALIDATION, Key::TRANSACTION_IDLE_TIMEOUT,
         Key::TRANSACTION_MAX_DURATION, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
         Key::HTTP_ADDR, Key::REFLECTION, Key::LOG_FORMAT, Key::LOG_LEVEL, Key::MAX_SQL_BYTES,
@@ -152,6 +154,13 @@ impl Key {
     /// How errors name the setting: `DB_POOL_MAX (--pool-max)`.
     pub(super) fn label(self) -> String {
         format!("{} (--{})", self.env, self.flag)
+    }
+
+    /// Whether a value of only blanks is a mistake to report rather than, as for every
+    /// other setting, a placeholder meaning unset: read as unset, a blank token setting would
+    /// quietly turn authentication off.
+    pub(super) fn blank_is_a_value(self) -> bool {
+        self == Key::AUTH_TOKENS || self == Key::AUTH_TOKENS_FILE
     }
 
     pub(super) fn invalid(self, message: impl Into<String>) -> ConfigError {

@@ -8,8 +8,9 @@ use clap::{Arg, ArgMatches, ColorChoice, Command};
 
 use super::keys::Key;
 use super::parse::{
-    integer, millis, millis_or_none, non_empty, parse_addr, parse_bool, parse_database_url,
-    parse_log_format, parse_percent, read_tokens_file, readable_file, token_list,
+    add_token, integer, millis, millis_or_none, non_empty, parse_addr, parse_bool,
+    parse_database_url, parse_log_format, parse_percent, parse_share, read_tokens_file,
+    readable_file, token_list,
 };
 use super::{Config, ConfigError, PoolConfig, ServerTls, Tokens};
 
@@ -174,7 +175,11 @@ impl Layers<'_> {
         }
         // An empty variable counts as unset: the Node service read these with `||` fallbacks,
         // and manifests often carry `DB_POOL_MAX=` placeholders.
-        if let Some(value) = (self.env)(key.env).filter(|v| !v.trim().is_empty()) {
+        let placeholder = |v: &str| match key.blank_is_a_value() {
+            true => v.is_empty(),
+            false => v.trim().is_empty(),
+        };
+        if let Some(value) = (self.env)(key.env).filter(|v| !placeholder(v)) {
             return Ok(Some((value, None)));
         }
         let Some(file) = &self.file else {
@@ -211,7 +216,11 @@ impl Layers<'_> {
         let Some((text, file)) = self.raw(key)? else {
             return Ok(None);
         };
-        parse(text.trim()).map(Some).map_err(|message| {
+        let text = match key.blank_is_a_value() {
+            true => text.as_str(),
+            false => text.trim(),
+        };
+        parse(text).map(Some).map_err(|message| {
             // Env and flag are both in the label; a file key is spelled differently, so say it.
             let from = file
                 .map(|path| format!(" (from key {} in {})", key.toml_key(), path.display()))
@@ -287,11 +296,15 @@ impl Layers<'_> {
         self.set(&mut c.grpc_max_connections, Key::GRPC_MAX_CONNECTIONS, integer(1, None))?;
         self.set(&mut c.http_max_connections, Key::HTTP_MAX_CONNECTIONS, integer(1, None))?;
         self.set(&mut c.stream_idle_timeout, Key::STREAM_IDLE_TIMEOUT, millis(1))?;
+        self.set(&mut c.failover_transaction_share_percent, Key::FAILOVER_TRANSACTION_SHARE, parse_share)?;
         let mut tokens = Vec::new();
         self.set(&mut tokens, Key::AUTH_TOKENS_FILE, read_tokens_file)?;
         let mut listed = Vec::new();
-        self.set(&mut listed, Key::AUTH_TOKENS, |s| Ok(token_list(s.split(','))))?;
-        tokens.extend(listed);
+        self.set(&mut listed, Key::AUTH_TOKENS, token_list)?;
+        for token in listed {
+            add_token(&mut tokens, token).map_err(|e| Key::AUTH_TOKENS.invalid(format!(
+                "{e} (also in {})", Key::AUTH_TOKENS_FILE.label())))?;
+        }
         c.auth_tokens = Tokens(tokens);
         let (mut cert, mut key, mut client_ca) = (None, None, None);
         self.set(&mut cert, Key::TLS_CERT, readable_file)?;

@@ -100,9 +100,54 @@ impl fmt::Debug for PoolConfig {
     }
 }
 
+/// What a token lets its caller do beyond reading. A token written alone gets every scope,
+/// so token files written before scopes existed keep their meaning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Scopes {
+    /// `write`: the call may change data; without it every call runs read-only.
+    pub write: bool,
+    /// `critical`: the call may ask for `PRIORITY_CRITICAL`, and so reach the failover
+    /// reserve; without it such a call is refused.
+    pub critical: bool,
+}
+
+impl Scopes {
+    /// Everything: a bare token, and every call when no token is configured.
+    pub const ALL: Scopes = Scopes {
+        write: true,
+        critical: true,
+    };
+}
+
+/// One accepted bearer token and what it grants.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token {
+    /// The token itself, as the client sends it after `Bearer `.
+    pub secret: String,
+    /// What a call carrying it may do.
+    pub scopes: Scopes,
+}
+
+impl Token {
+    /// A token with every scope, as a line holding only the token gives.
+    pub fn full(secret: impl Into<String>) -> Token {
+        Token {
+            secret: secret.into(),
+            scopes: Scopes::ALL,
+        }
+    }
+}
+
+// Written by hand so that `{:?}` never shows a token.
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token(redacted, {:?})", self.scopes)
+    }
+}
+
 /// Bearer tokens a client may present; empty means no token is asked for.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Tokens(pub Vec<String>);
+pub struct Tokens(pub Vec<Token>);
 
 // Written by hand so that `{:?}` of a config never shows a token.
 impl fmt::Debug for Tokens {
@@ -141,6 +186,10 @@ pub struct Config {
     pub enable_failover: bool,
     /// Primary utilization (1..=100 %) at and above which critical work goes to the failover pool.
     pub failover_threshold_percent: f64,
+    /// Most of the failover pool (0..=100 %, rounded down to whole connections) that
+    /// transactions may hold at once, so long-held leases never take the whole reserve from
+    /// critical Query calls.
+    pub failover_transaction_share_percent: u32,
     /// Idle connections above the minimum are closed after this long.
     pub idle_timeout: Duration,
     /// Connections are retired after this age; `None` = never.
@@ -292,6 +341,7 @@ impl Config {
             },
             enable_failover: true,
             failover_threshold_percent: 80.0,
+            failover_transaction_share_percent: 50,
             idle_timeout: Duration::from_millis(30_000),
             max_lifetime: Some(Duration::from_millis(1_800_000)),
             connection_timeout: Duration::from_millis(5_000),

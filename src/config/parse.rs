@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::{LogFormat, Profile};
+use super::{LogFormat, Profile, Scopes, Token};
 
 // Postgres keeps `statement_timeout` and friends in an int of milliseconds; capping every
 // duration there also keeps `Instant + Duration` arithmetic elsewhere far from overflow.
@@ -55,26 +55,103 @@ pub(super) fn readable_file(s: &str) -> Result<Option<PathBuf>, String> {
     Ok(Some(PathBuf::from(s)))
 }
 
-/// Tokens from a list of candidates: trimmed, blanks and `#` comments dropped.
-pub(super) fn token_list<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let kept = items
-        .map(str::trim)
-        .filter(|t| !t.is_empty() && !t.starts_with('#'));
-    kept.map(str::to_owned).collect()
+/// Token entries from a list of candidates (`what` names one in errors: `line`, `entry`):
+/// trimmed, blanks and `#` comments (whole entries, or after the token) dropped. An entry is `TOKEN` alone, which grants every
+/// scope (as before scopes existed), or `TOKEN SCOPE...`, which grants reading and exactly
+/// the scopes listed: `read` (nothing more), `write`, `critical`. A token never holds
+/// blanks (RFC 6750), so the first blank ends it. Errors never quote the entry: it is a
+/// secret, and a stray word might be one too.
+pub(super) fn token_entries<'a>(
+    items: impl Iterator<Item = &'a str>,
+    what: &str,
+) -> Result<Vec<Token>, String> {
+    let mut tokens = Vec::new();
+    for (i, item) in items.enumerate() {
+        let item = item.trim();
+        if item.is_empty() || item.starts_with('#') {
+            continue;
+        }
+        let mut words = item.split_whitespace();
+        let secret = words.next().unwrap_or_default().to_owned();
+        let mut scopes = Scopes::ALL;
+        // A `#` after the token starts a comment, as a `#` at the start of a line does.
+        let mut listed = words.take_while(|w| !w.starts_with('#')).peekable();
+        if listed.peek().is_some() {
+            scopes = Scopes {
+                write: false,
+                critical: false,
+            };
+        }
+        for word in listed {
+            match word.to_ascii_lowercase().as_str() {
+                "read" => {}
+                "write" => scopes.write = true,
+                "critical" => scopes.critical = true,
+                _ => {
+                    return Err(format!(
+                        "{what} {}: expected TOKEN, or TOKEN followed by scopes among read, write and critical, got an unknown scope (not shown)",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        let token = Token { secret, scopes };
+        add_token(&mut tokens, token).map_err(|e| format!("{what} {}: {e}", i + 1))?;
+    }
+    Ok(tokens)
+}
+
+/// Adds `token` unless it is there already; the same token with other scopes is an error,
+/// since either reading of it would surprise someone.
+pub(super) fn add_token(tokens: &mut Vec<Token>, token: Token) -> Result<(), String> {
+    match tokens.iter().find(|t| t.secret == token.secret) {
+        None => tokens.push(token),
+        Some(t) if t.scopes == token.scopes => {}
+        Some(_) => return Err("a token listed again with other scopes".to_owned()),
+    }
+    Ok(())
+}
+
+/// The comma-separated tokens setting. Empty means no list (like an empty value of any
+/// setting); anything else must yield a token, since `,`, a blank or a `#comment` yielding
+/// none would quietly turn authentication off.
+pub(super) fn token_list(s: &str) -> Result<Vec<Token>, String> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tokens = token_entries(s.split(','), "entry")?;
+    if tokens.is_empty() {
+        return Err(
+            "expected at least one token (a `#` starts a comment), got none; leave the setting unset for no tokens"
+                .to_owned(),
+        );
+    }
+    Ok(tokens)
 }
 
 /// The tokens in a file, one per line; an empty path means no file. An unreadable file or
 /// one with no token is an error: a typo must not quietly turn authentication off.
-pub(super) fn read_tokens_file(path: &str) -> Result<Vec<String>, String> {
+pub(super) fn read_tokens_file(path: &str) -> Result<Vec<Token>, String> {
     if path.is_empty() {
         return Ok(Vec::new());
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
-    let tokens = token_list(text.lines());
+    let tokens = token_entries(text.lines(), &format!("{path:?} line"))?;
     if tokens.is_empty() {
         return Err(format!("expected at least one token in {path:?}, got none"));
     }
     Ok(tokens)
+}
+
+/// A whole percentage from 0 to 100, `%` allowed.
+pub(super) fn parse_share(s: &str) -> Result<u32, String> {
+    let number = s.strip_suffix('%').unwrap_or(s).trim_end();
+    match number.parse::<u32>() {
+        Ok(v) if v <= 100 => Ok(v),
+        _ => Err(format!(
+            "expected a whole percentage from 0 to 100, got {s:?}"
+        )),
+    }
 }
 
 pub(super) fn parse_bool(s: &str) -> Result<bool, String> {

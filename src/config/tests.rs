@@ -100,6 +100,7 @@ fn no_input_gives_development_defaults() {
     assert_eq!(c.worker_threads, 1);
     assert!(!c.read_only);
     assert!(c.auth_tokens.0.is_empty());
+    assert_eq!(c.failover_transaction_share_percent, 50);
     assert_eq!(c.tls, None);
     assert_eq!(c.handshake_timeout, MS(10_000));
     assert_eq!((c.grpc_max_connections, c.http_max_connections), (512, 64));
@@ -144,7 +145,11 @@ fn tokens_come_from_the_file_and_the_list_and_never_show_in_debug() {
     .unwrap();
     assert_eq!(
         c.auth_tokens,
-        Tokens(vec!["new-token".into(), "old-token".into(), "extra".into()])
+        Tokens(vec![
+            Token::full("new-token"),
+            Token::full("old-token"),
+            Token::full("extra")
+        ])
     );
     assert!(!format!("{c:?}").contains("token\""), "{c:?}");
     std::fs::write(&path, "# only a comment\n").unwrap();
@@ -154,6 +159,115 @@ fn tokens_come_from_the_file_and_the_list_and_never_show_in_debug() {
     std::fs::remove_file(&path).unwrap();
     let (_, message) = invalid(load(&["--auth-tokens-file", file], &[]));
     assert!(message.contains("cannot read"), "{message}");
+}
+
+#[test]
+fn a_token_setting_that_yields_no_token_is_an_error_not_auth_off() {
+    // Each of these once gave zero tokens, which turned authentication off without a word.
+    for value in [",", " ", "#secret", " , # a comment ,", "\t"] {
+        let (setting, message) = invalid(load(&[], &[("PGSIDECAR_AUTH_TOKENS", value)]));
+        assert_eq!(
+            setting, "PGSIDECAR_AUTH_TOKENS (--auth-tokens)",
+            "{value:?}"
+        );
+        assert!(
+            message.contains("at least one token"),
+            "{value:?}: {message}"
+        );
+        assert!(!message.contains("secret"), "never echoed: {message}");
+        let (setting, _) = invalid(load(&["--auth-tokens", value], &[]));
+        assert_eq!(
+            setting, "PGSIDECAR_AUTH_TOKENS (--auth-tokens)",
+            "{value:?}"
+        );
+    }
+    let toml = TempToml::new("auth_tokens = \" , \"\n");
+    let (setting, message) = invalid(load(&["--config", toml.path()], &[]));
+    assert_eq!(setting, "PGSIDECAR_AUTH_TOKENS (--auth-tokens)");
+    assert!(message.contains("auth_tokens in"), "{message}");
+    // A blank file setting names no file rather than none at all.
+    let (setting, _) = invalid(load(&[], &[("PGSIDECAR_AUTH_TOKENS_FILE", " ")]));
+    assert_eq!(setting, "PGSIDECAR_AUTH_TOKENS_FILE (--auth-tokens-file)");
+    // Empty, as for every setting, is unset; the flag's empty value names no list.
+    for (args, env) in [
+        (&[][..], &[("PGSIDECAR_AUTH_TOKENS", "")][..]),
+        (
+            &["--auth-tokens="][..],
+            &[("PGSIDECAR_AUTH_TOKENS", "t")][..],
+        ),
+    ] {
+        assert_eq!(load(args, env).unwrap().auth_tokens, Tokens::default());
+    }
+}
+
+#[test]
+fn tokens_may_carry_scopes_and_a_bare_token_keeps_every_right() {
+    let path = std::env::temp_dir().join(format!("pgsidecar-scopes-{}", std::process::id()));
+    let file = "# old files: one token a line, all rights\nlegacy\n\
+                reporter read  # reports\npager read critical\nbatch write\nall WRITE critical\n";
+    std::fs::write(&path, file).unwrap();
+    let f = path.to_str().unwrap();
+    let c = load(
+        &["--auth-tokens-file", f],
+        &[("PGSIDECAR_AUTH_TOKENS", "listed critical, legacy")],
+    )
+    .unwrap();
+    let s = |write, critical| Scopes { write, critical };
+    let got: Vec<(&str, Scopes)> = c
+        .auth_tokens
+        .0
+        .iter()
+        .map(|t| (t.secret.as_str(), t.scopes))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("legacy", Scopes::ALL),
+            ("reporter", s(false, false)),
+            ("pager", s(false, true)),
+            ("batch", s(true, false)),
+            ("all", s(true, true)),
+            ("listed", s(false, true)),
+        ]
+    );
+    // A scope that is not one, or a token given other scopes twice, stops the start; the
+    // message names where, never what (a stray word may be a second token).
+    std::fs::write(&path, "ok\nt0ken s3cond-t0ken\n").unwrap();
+    let (setting, message) = invalid(load(&["--auth-tokens-file", f], &[]));
+    assert_eq!(setting, "PGSIDECAR_AUTH_TOKENS_FILE (--auth-tokens-file)");
+    assert!(
+        message.contains("line 2") && message.contains("scope"),
+        "{message}"
+    );
+    assert!(!message.contains("t0ken"), "{message}");
+    std::fs::write(&path, "t0ken read\n").unwrap();
+    let env = [("PGSIDECAR_AUTH_TOKENS", "t0ken write")];
+    let (setting, message) = invalid(load(&["--auth-tokens-file", f], &env));
+    assert_eq!(setting, "PGSIDECAR_AUTH_TOKENS (--auth-tokens)");
+    assert!(message.contains("other scopes"), "{message}");
+    assert!(!message.contains("t0ken"), "{message}");
+    std::fs::remove_file(&path).unwrap();
+    let (_, message) = invalid(load(&[], &[("PGSIDECAR_AUTH_TOKENS", "a, b reed")]));
+    assert!(message.contains("entry 2"), "{message}");
+}
+
+#[test]
+fn the_transaction_share_of_the_reserve_is_a_whole_percentage() {
+    for (value, want) in [("0", 0), ("50", 50), ("100%", 100)] {
+        let env = [("DB_FAILOVER_TRANSACTION_SHARE", value)];
+        assert_eq!(
+            load(&[], &env).unwrap().failover_transaction_share_percent,
+            want
+        );
+    }
+    for value in ["101", "-1", "half", "12.5"] {
+        let env = [("DB_FAILOVER_TRANSACTION_SHARE", value)];
+        let (setting, _) = invalid(load(&[], &env));
+        assert_eq!(
+            setting,
+            "DB_FAILOVER_TRANSACTION_SHARE (--failover-transaction-share)"
+        );
+    }
 }
 
 #[test]
@@ -268,6 +382,7 @@ fn every_env_name_reaches_its_field() {
         ("DB_FAILOVER_POOL_MAX", "7"),
         ("DB_FAILOVER_POOL_MIN", "2"),
         ("DB_FAILOVER_DATABASE_URL", "host=standby user=app"),
+        ("DB_FAILOVER_TRANSACTION_SHARE", "75%"),
         ("DB_STATEMENT_CACHE_SIZE", "0"),
         ("DB_HEALTH_CHECK_INTERVAL", "100"),
         ("DB_CONNECTION_VALIDATION_ENABLED", "no"),
@@ -309,6 +424,7 @@ fn every_env_name_reaches_its_field() {
         },
         enable_failover: false,
         failover_threshold_percent: 92.5,
+        failover_transaction_share_percent: 75,
         idle_timeout: MS(1234),
         max_lifetime: Some(MS(5678)),
         connection_timeout: MS(250),
@@ -336,7 +452,7 @@ fn every_env_name_reaches_its_field() {
         worker_threads: 0,
         read_only: true,
         reset_always: true,
-        auth_tokens: Tokens(vec!["a-token".into(), "other".into()]),
+        auth_tokens: Tokens(vec![Token::full("a-token"), Token::full("other")]),
         tls: None,
         handshake_timeout: MS(700),
         grpc_max_connections: 33,
@@ -389,6 +505,7 @@ fn every_flag_reaches_its_field_and_beats_env() {
         "--max-concurrent-streams=7",
         "--read-only=yes",
         "--reset-always=on",
+        "--failover-transaction-share=25",
         "--auth-tokens-file=",
         "--auth-tokens=t1",
         "--tls-cert=",
@@ -431,8 +548,9 @@ fn every_flag_reaches_its_field_and_beats_env() {
     assert_eq!(c.limits.max_concurrent_streams, 7);
     assert!(c.read_only);
     assert!(c.reset_always);
-    assert_eq!(c.auth_tokens, Tokens(vec!["t1".into()]));
     assert_eq!(c.handshake_timeout, MS(9));
     assert_eq!((c.grpc_max_connections, c.http_max_connections), (10, 11));
     assert_eq!(c.stream_idle_timeout, MS(12));
+    assert_eq!(c.auth_tokens, Tokens(vec![Token::full("t1")]));
+    assert_eq!(c.failover_transaction_share_percent, 25);
 }

@@ -112,6 +112,11 @@ pub enum Error {
     /// The call carried no bearer token, or one that is not accepted.
     #[error("{0}")]
     Unauthenticated(&'static str),
+    /// The call asked for `PRIORITY_CRITICAL` with a token that lacks the `critical` scope.
+    #[error(
+        "PRIORITY_CRITICAL is not allowed for this token (it lacks the critical scope); send PRIORITY_NORMAL"
+    )]
+    PriorityNotAllowed,
     /// The sidecar is shutting down and its grace period is nearly over: a stream still open
     /// was ended (a transaction rolled back, a streaming query cancelled).
     #[error(
@@ -478,6 +483,14 @@ impl From<&Error> for Parts {
                 Code::Unauthenticated,
                 err.to_string(),
                 "UNAUTHENTICATED",
+                none(),
+            ),
+            // Refused, not downgraded: the caller asked for the reserve and must hear that
+            // it may not have it, rather than learn it later from a slower queue.
+            Error::PriorityNotAllowed => parts(
+                Code::PermissionDenied,
+                err.to_string(),
+                "PRIORITY_NOT_ALLOWED",
                 none(),
             ),
             Error::ShuttingDown => {

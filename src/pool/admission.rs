@@ -11,6 +11,7 @@
 //! costs a millisecond) and fails `UNAVAILABLE` without waiting; the first success, or a
 //! health probe that gets through, ends the outage.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,43 @@ impl Admission {
         let before = self.waiting.fetch_add(1, Ordering::Relaxed);
         let ticket = Ticket(&self.waiting);
         (before < self.max_waiting).then_some(ticket)
+    }
+}
+
+/// How many of a pool's connections long-held leases (transactions) hold, against the most
+/// they may; a [`Slot`] counts one for as long as it lives.
+#[derive(Debug)]
+pub(super) struct Share {
+    held: AtomicUsize,
+    most: usize,
+}
+
+/// One lease's place in a [`Share`], given back when dropped with the lease that holds it.
+#[derive(Debug)]
+pub(super) struct Slot(Arc<Share>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Share {
+    pub(super) fn new(most: usize) -> Arc<Self> {
+        Arc::new(Share {
+            held: AtomicUsize::new(0),
+            most,
+        })
+    }
+
+    /// A place, or `None` when `most` are held. Never waits: the caller goes elsewhere.
+    pub(super) fn take(self: &Arc<Self>) -> Option<Slot> {
+        self.held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                (held < self.most).then_some(held + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
     }
 }
 
@@ -138,6 +176,7 @@ impl Pool {
             pool,
             queue_time,
             tls: self.tls.clone(),
+            slot: None,
         })
     }
 
@@ -169,7 +208,21 @@ impl Pool {
 
 #[cfg(test)]
 mod tests {
-    use super::Admission;
+    use super::{Admission, Share};
+
+    #[test]
+    fn a_share_admits_its_most_and_takes_back_what_is_dropped() {
+        let share = Share::new(2);
+        let a = share.take().expect("first");
+        let b = share.take().expect("second");
+        assert!(share.take().is_none(), "a third is sent elsewhere");
+        assert!(share.take().is_none(), "a refusal holds nothing");
+        drop(a);
+        let c = share.take().expect("a place freed by an ended lease");
+        drop((b, c));
+        assert_eq!(share.held.load(std::sync::atomic::Ordering::Relaxed), 0);
+        assert!(Share::new(0).take().is_none(), "a share of 0 admits none");
+    }
 
     #[test]
     fn the_queue_is_bounded_and_places_are_given_back() {

@@ -88,11 +88,15 @@ pub struct Lease {
     pub queue_time: Duration,
     /// How to reach the server for a CancelRequest (the same TLS as the connection).
     pub tls: crate::conninfo::PgConnect,
+    /// For a transaction on the failover pool: its place in the share transactions may
+    /// hold, given back with the connection.
+    slot: Option<admission::Slot>,
 }
 
 /// Routing events, each let through at most once a second.
 static BUSY_LOG: LogGate = LogGate::new(1);
 static FAILOVER_LOG: LogGate = LogGate::new(1);
+static SHARE_LOG: LogGate = LogGate::new(1);
 
 /// Both pools and the rule that routes a request to one of them.
 #[derive(Clone)]
@@ -102,6 +106,8 @@ pub struct Pools {
     threshold_percent: f64,
     connection_timeout: Duration,
     cache_stats: Arc<CacheStats>,
+    /// How many failover connections transactions hold, and the most they may.
+    transaction_share: Arc<admission::Share>,
 }
 
 impl Pools {
@@ -119,17 +125,22 @@ impl Pools {
         } else {
             None
         };
+        let transaction_share = admission::Share::new(route::transaction_share(
+            config.failover.max_size,
+            config.failover_transaction_share_percent,
+        ));
         Ok(Pools {
             primary,
             failover,
             threshold_percent: config.failover_threshold_percent,
             connection_timeout: config.connection_timeout,
             cache_stats,
+            transaction_share,
         })
     }
 
-    /// The pool that serves a request of this priority now (see [`route::route`]).
-    fn route(&self, priority: Priority) -> &Pool {
+    /// Where a request of this priority goes now (see [`route::route`]).
+    fn route(&self, priority: Priority) -> Target {
         let utilization = self.primary.utilization_percent();
         let target = route::route(
             priority,
@@ -147,6 +158,11 @@ impl Pools {
                 "primary pool at or above the failover threshold"
             );
         }
+        target
+    }
+
+    /// The pool of `target`.
+    fn pool(&self, target: Target) -> &Pool {
         match (target, &self.failover) {
             (Target::Failover, Some(failover)) => {
                 if let Some(held_back) = FAILOVER_LOG.admit() {
@@ -165,7 +181,45 @@ impl Pools {
         priority: Priority,
         deadline: Option<Instant>,
     ) -> Result<Lease, PoolError> {
-        let pool = self.route(priority);
+        let pool = self.pool(self.route(priority));
+        self.acquire_from(pool, deadline).await
+    }
+
+    /// Lends a connection for a transaction, held for the life of its stream: routed as
+    /// [`Pools::acquire`] routes, except that transactions hold at most their share of the
+    /// failover pool (`DB_FAILOVER_TRANSACTION_SHARE`), so that however many critical
+    /// transactions are open the rest of the reserve stays for critical queries. A critical
+    /// transaction beyond the share is served by the primary, waiting like normal work.
+    pub async fn acquire_transaction(
+        &self,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, PoolError> {
+        let (target, slot) = match self.route(priority) {
+            Target::Failover => match self.transaction_share.take() {
+                Some(slot) => (Target::Failover, Some(slot)),
+                None => {
+                    if let Some(held_back) = SHARE_LOG.admit() {
+                        tracing::info!(
+                            held_back,
+                            "transactions hold their share of the failover pool: a critical transaction waits for the primary"
+                        );
+                    }
+                    (Target::Primary, None)
+                }
+            },
+            Target::Primary => (Target::Primary, None),
+        };
+        let mut lease = self.acquire_from(self.pool(target), deadline).await?;
+        lease.slot = slot;
+        Ok(lease)
+    }
+
+    async fn acquire_from(
+        &self,
+        pool: &Pool,
+        deadline: Option<Instant>,
+    ) -> Result<Lease, PoolError> {
         let started = Instant::now();
         let timeout_at = started + self.connection_timeout;
         let until = deadline.map_or(timeout_at, |d| d.min(timeout_at));

@@ -1,5 +1,6 @@
 //! Which pool serves a request: a pure function of its priority and the primary's
-//! utilization, so the rule that keeps the reserve for critical work is tested on its own.
+//! utilization, so the rule that keeps the reserve for critical work is tested on its own;
+//! and how much of the reserve long-held transaction leases may take.
 
 use crate::proto::Priority;
 
@@ -23,9 +24,41 @@ pub fn route(priority: Priority, utilization: f64, threshold: f64, has_failover:
     }
 }
 
+/// How many of a failover pool of `max_size` connections transactions may hold at once:
+/// `percent` of it, rounded down, so that below 100 % at least one connection always stays
+/// for critical Query calls however many critical transactions are open. A critical
+/// transaction beyond it is served as if there were no reserve (by the primary, waiting like
+/// normal work).
+pub fn transaction_share(max_size: u32, percent: u32) -> usize {
+    (u64::from(max_size) * u64::from(percent.min(100)) / 100) as usize
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transactions_never_hold_the_whole_reserve_below_100_percent() {
+        assert_eq!(transaction_share(20, 50), 10);
+        assert_eq!(transaction_share(4, 50), 2);
+        assert_eq!(
+            transaction_share(5, 50),
+            2,
+            "rounded down: the rest stays for queries"
+        );
+        assert_eq!(transaction_share(1, 50), 0);
+        assert_eq!(transaction_share(20, 0), 0);
+        assert_eq!(transaction_share(20, 100), 20, "100 % is the old behaviour");
+        for max in 1..=100 {
+            for percent in 0..100 {
+                assert!(
+                    transaction_share(max, percent) < max as usize,
+                    "{percent}% of {max} leaves a connection for queries"
+                );
+            }
+        }
+        assert_eq!(transaction_share(u32::MAX, 100), u32::MAX as usize);
+    }
 
     #[test]
     fn normal_work_never_takes_the_reserve() {

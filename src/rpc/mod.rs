@@ -60,10 +60,11 @@ impl State {
     }
 }
 
-/// What goes around an autocommit statement (Query, StreamQuery) under these settings.
-fn autocommit(state: &State) -> crate::exec::Around {
+/// What goes around an autocommit statement (Query, StreamQuery) under these settings and
+/// the caller's token: read-only under `PGSIDECAR_READ_ONLY` or a token without `write`.
+fn autocommit(state: &State, grant: auth::Grant) -> crate::exec::Around {
     crate::exec::Around {
-        read_only: state.config.read_only,
+        read_only: grant.read_only,
         reset: state.config.reset_always,
     }
 }

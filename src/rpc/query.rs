@@ -8,10 +8,11 @@ use tokio_postgres::error::SqlState;
 use tonic::{Request, Response, Status};
 
 use super::State;
+use super::auth::Grant;
 use super::deadline::Budget;
 use crate::error::Error;
 use crate::exec::{Executed, Failed, InFlight, Spec};
-use crate::proto::{Priority, QueryRequest, QueryResponse};
+use crate::proto::{QueryRequest, QueryResponse};
 use crate::telemetry::stats::Record;
 
 /// Checks what can be checked before a connection is taken.
@@ -38,8 +39,9 @@ pub(super) async fn query(
 ) -> Result<Response<QueryResponse>, Status> {
     let start = Instant::now();
     let budget = Budget::of_query(start, &request);
+    let grant = Grant::of(&request, state.config.read_only);
     let req = request.into_inner();
-    let (result, served) = run(state, &req, budget).await;
+    let (result, served) = run(state, &req, grant, budget).await;
     let (rows, cached) = result.as_ref().map_or((0, false), |r| {
         let cached = r.info.as_ref().is_some_and(|i| i.statement_cached);
         (r.rows_affected, cached)
@@ -102,29 +104,31 @@ struct Served {
 async fn run(
     state: &State,
     req: &QueryRequest,
+    grant: Grant,
     budget: Budget,
 ) -> (Result<QueryResponse, Error>, Served) {
     let mut served = Served {
         pool: "none",
         report_key: None,
     };
-    let result = run_on(state, req, budget, &mut served).await;
+    let result = run_on(state, req, grant, budget, &mut served).await;
     (result, served)
 }
 
 async fn run_on(
     state: &State,
     req: &QueryRequest,
+    grant: Grant,
     budget: Budget,
     served: &mut Served,
 ) -> Result<QueryResponse, Error> {
     validate(req, state)?;
-    let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
+    let priority = grant.priority(req.priority)?;
     let spec = Spec {
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
-        around: super::autocommit(state),
+        around: super::autocommit(state, grant),
     };
     let mut backoff = crate::time::Backoff::new(budget.stop_at);
     let mut attempts = 0u32;

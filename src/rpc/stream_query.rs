@@ -11,6 +11,7 @@ use futures_util::TryStreamExt;
 use prost::Message;
 use tonic::{Request, Response, Status};
 
+use super::auth::Grant;
 use super::deadline::Budget;
 use super::outbound::{self, Outbound, Unsent};
 use super::{BoxStream, State};
@@ -18,7 +19,7 @@ use crate::error::Error;
 use crate::exec::{InFlight, PendingText, Spec, Trailer, decode_row, fill_server_text};
 use crate::pool::Lease;
 use crate::pool::{Conn, Prepared};
-use crate::proto::{Priority, QueryRequest, QueryResponse};
+use crate::proto::{QueryRequest, QueryResponse};
 use crate::telemetry::stats::Record;
 
 /// Most rows in one message.
@@ -36,9 +37,10 @@ pub(super) async fn stream_query(
 ) -> Result<Response<BoxStream<QueryResponse>>, Status> {
     let start = Instant::now();
     let budget = Budget::of_query(start, &request);
+    let grant = Grant::of(&request, state.config.read_only);
     let req = request.into_inner();
     super::query::validate(&req, &state)?;
-    let priority = Priority::try_from(req.priority).unwrap_or(Priority::Unspecified);
+    let priority = grant.priority(req.priority)?;
     let lease = state
         .pools
         .acquire(priority, budget.stop_at)
@@ -47,7 +49,7 @@ pub(super) async fn stream_query(
     let pool = lease.pool;
     let (tx, rx) = outbound::channel(BUFFERED_CHUNKS, state.config.stream_idle_timeout);
     tokio::spawn(async move {
-        let result = run(&state, &req, lease, budget, &tx).await;
+        let result = run(&state, &req, lease, grant, budget, &tx).await;
         let served = result.as_ref().ok().copied().flatten();
         state.stats.record(Record {
             rpc: "StreamQuery",
@@ -75,6 +77,7 @@ async fn run(
     state: &State,
     req: &QueryRequest,
     lease: Lease,
+    grant: Grant,
     budget: Budget,
     tx: &Sender,
 ) -> Result<Option<Produced>, Error> {
@@ -84,7 +87,7 @@ async fn run(
         sql: &req.sql,
         params: &req.params,
         max_rows: req.max_rows,
-        around: super::autocommit(state),
+        around: super::autocommit(state, grant),
     };
     let produce = produce(state, &inflight, &spec, tx);
     let result = tokio::select! {
@@ -197,6 +200,7 @@ impl Source<'_> {
                 batch,
                 done,
                 seen,
+                ..
             } => {
                 if batch.is_empty() && !*done {
                     // Read whole, so the connection is idle again before the next await.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::time::timeout;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::auth::Grant;
 use super::outbound::{self, Outbound, Unsent};
 use super::{BoxStream, State};
 use crate::error::Error;
@@ -18,7 +19,7 @@ use crate::exec::{Around, InFlight, RESET_WAIT, Spec};
 use crate::proto::transaction_request::Action;
 use crate::proto::transaction_response::Event;
 use crate::proto::{
-    BeginTransaction, IsolationLevel, Priority, Statement, StatementResult, TransactionBegun,
+    BeginTransaction, IsolationLevel, Statement, StatementResult, TransactionBegun,
     TransactionCommitted, TransactionRequest, TransactionResponse, TransactionRolledBack,
     statement_result::Outcome,
 };
@@ -40,11 +41,12 @@ pub(super) async fn transaction(
     state: Arc<State>,
     request: Request<Streaming<TransactionRequest>>,
 ) -> Result<Response<BoxStream<TransactionResponse>>, Status> {
+    let grant = Grant::of(&request, state.config.read_only);
     let inbound = request.into_inner();
     let (tx, rx) = outbound::channel(BUFFERED_RESPONSES, state.config.stream_idle_timeout);
     tokio::spawn(async move {
         let mut lease = Held::default();
-        let end = serve(&state, inbound, &tx, &mut lease).await;
+        let end = serve(&state, grant, inbound, &tx, &mut lease).await;
         lease.end().await;
         if lease.began {
             let outcome = match &end {
@@ -180,8 +182,8 @@ fn new_transaction_id() -> String {
 }
 
 /// The BEGIN statement for the requested mode, with PostgreSQL's idle timeout set to trail
-/// ours for this transaction only. In read-only mode the transaction is READ ONLY whatever
-/// the client asked, and a first query follows at once: PostgreSQL lets `SET TRANSACTION
+/// ours for this transaction only. In read-only mode (the setting, or a read-only token) the
+/// transaction is READ ONLY whatever the client asked, and a first query follows at once: PostgreSQL lets `SET TRANSACTION
 /// READ WRITE` through only before a transaction's first query, so the client never can.
 fn begin_sql(b: &BeginTransaction, idle: Duration, read_only_mode: bool) -> String {
     let mut sql = String::from("BEGIN");
@@ -211,6 +213,7 @@ fn begin_sql(b: &BeginTransaction, idle: Duration, read_only_mode: bool) -> Stri
 
 async fn serve(
     state: &State,
+    grant: Grant,
     mut inbound: Streaming<TransactionRequest>,
     tx: &Sender,
     lease: &mut Held,
@@ -256,13 +259,13 @@ async fn serve(
         .config
         .transaction_max_duration
         .map(|d| Instant::now() + d);
-    let priority = Priority::try_from(begin.priority).unwrap_or(Priority::Unspecified);
-    let acquired = state.pools.acquire(priority, None).await?;
+    let priority = grant.priority(begin.priority)?;
+    let acquired = state.pools.acquire_transaction(priority, None).await?;
     let pool = acquired.pool;
     lease.conn = Some(InFlight::new(acquired));
     lease
         .client()
-        .batch_execute(&begin_sql(&begin, idle, state.config.read_only))
+        .batch_execute(&begin_sql(&begin, idle, grant.read_only))
         .await?;
     lease.open = true;
     lease.began = true;

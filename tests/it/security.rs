@@ -1,13 +1,15 @@
-//! Who gets in and what they may do: bearer tokens on DataAccess (health stays open), the
-//! warning for an unguarded listener beyond loopback, read-only mode, and the per-connection
-//! stream limit.
+//! Who gets in and what they may do: bearer tokens on DataAccess (health stays open) and
+//! their scopes, a token setting that names no token, the warning for an unguarded listener
+//! beyond loopback, read-only mode, the share of the failover reserve transactions may hold,
+//! and the per-connection stream limit.
 
 use std::time::Duration;
 
 use crate::support::*;
 use futures_util::future::join_all;
+use pgsidecar::proto::data_access_client::DataAccessClient;
 use pgsidecar::proto::transaction_response::Event;
-use pgsidecar::proto::{BeginTransaction, statement_result::Outcome};
+use pgsidecar::proto::{BeginTransaction, Priority, statement_result::Outcome};
 use tonic::Code;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
@@ -169,4 +171,318 @@ async fn streams_per_connection_are_limited() {
         most <= 2,
         "{most} ran at once on one connection limited to 2 streams"
     );
+}
+
+/// Sets `authorization: Bearer <token>` on `req`.
+fn bearer<T>(mut req: tonic::Request<T>, token: &str) -> tonic::Request<T> {
+    let value = format!("Bearer {token}").parse().expect("header value");
+    req.metadata_mut().insert("authorization", value);
+    req
+}
+
+/// A Transaction stream opened with `token` (when given) and `begin` sent.
+async fn open_tx(
+    c: &mut DataAccessClient<tonic::transport::Channel>,
+    token: Option<&str>,
+    begin: BeginTransaction,
+) -> Result<TxStream, tonic::Status> {
+    use pgsidecar::proto::{TransactionRequest, transaction_request::Action};
+    let (send, rx) = tokio::sync::mpsc::channel(16);
+    send.send(TransactionRequest {
+        action: Some(Action::Begin(begin)),
+    })
+    .await
+    .expect("queue begin");
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    if let Some(t) = token {
+        req = bearer(req, t);
+    }
+    let recv = c.transaction(req).await?.into_inner();
+    Ok(TxStream {
+        send: Some(send),
+        recv,
+    })
+}
+
+fn critical_begin() -> BeginTransaction {
+    BeginTransaction {
+        priority: Priority::Critical as i32,
+        ..Default::default()
+    }
+}
+
+fn critical(sql: &str) -> pgsidecar::proto::QueryRequest {
+    pgsidecar::proto::QueryRequest {
+        priority: Priority::Critical as i32,
+        ..request(sql, vec![])
+    }
+}
+
+#[tokio::test]
+async fn tokens_carry_scopes_read_only_and_critical_refused_without_them() {
+    let table = unique("scopes");
+    let db = admin().await;
+    db.batch_execute(&format!("CREATE TABLE {table} (v int)"))
+        .await
+        .expect("create");
+    let files = TempFiles::new();
+    let tokens = "# a bare token keeps every right\nfull-t0ken\nreader-t0ken read\npager-t0ken read critical\n";
+    // One connection: a read-only transaction left open would show in the next call.
+    let sidecar = Sidecar::start(&[
+        "--auth-tokens-file",
+        &files.write("tokens", tokens),
+        "--pool-max",
+        "1",
+        "--pool-min",
+        "1",
+    ]);
+    let mut c = sidecar.client().await;
+    let insert = format!("INSERT INTO {table} VALUES (1)");
+    let count = format!("SELECT count(*)::int FROM {table}");
+
+    // PRIORITY_CRITICAL without the critical scope: refused, on every RPC, before any SQL.
+    let refused = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert_eq!(error_info(&e).0, "PRIORITY_NOT_ALLOWED");
+        assert!(!e.message().contains("t0ken"), "never echoes tokens");
+    };
+    refused(
+        c.query(bearer(
+            tonic::Request::new(critical("SELECT 1")),
+            "reader-t0ken",
+        ))
+        .await
+        .expect_err("query"),
+    );
+    let stream = c
+        .stream_query(bearer(
+            tonic::Request::new(critical("SELECT 1")),
+            "reader-t0ken",
+        ))
+        .await;
+    refused(stream.expect_err("stream query"));
+    let mut tx = open_tx(&mut c, Some("reader-t0ken"), critical_begin())
+        .await
+        .expect("stream opens");
+    refused(tx.next().await.expect_err("begin refused"));
+
+    // Normal priority reads work; writes fail as in read-only mode, on every RPC.
+    let r = c
+        .query(bearer(
+            tonic::Request::new(request(&count, vec![])),
+            "reader-t0ken",
+        ))
+        .await;
+    assert_eq!(scalar(&r.expect("reads work").into_inner()), &int(0));
+    let read_only_refusal = |e: tonic::Status| {
+        assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+        assert_eq!(error_info(&e).1["sqlstate"], "25006");
+    };
+    for token in ["reader-t0ken", "pager-t0ken"] {
+        let e = c
+            .query(bearer(tonic::Request::new(request(&insert, vec![])), token))
+            .await;
+        read_only_refusal(e.expect_err("write refused"));
+    }
+    let mut stream = c
+        .stream_query(bearer(
+            tonic::Request::new(request(&insert, vec![])),
+            "reader-t0ken",
+        ))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    read_only_refusal(stream.message().await.expect_err("streamed write refused"));
+    // A streamed read that needs PostgreSQL's text output runs as a cursor, inside the
+    // read-only transaction.
+    let sql = "SELECT 'a b'::tsvector AS v FROM generate_series(1, 3)";
+    let mut stream = c
+        .stream_query(bearer(
+            tonic::Request::new(request(sql, vec![])),
+            "reader-t0ken",
+        ))
+        .await
+        .expect("stream opens")
+        .into_inner();
+    let mut rows = 0;
+    while let Some(m) = stream.message().await.expect("streamed read works") {
+        rows += m.rows.len();
+    }
+    assert_eq!(rows, 3);
+    let begin = BeginTransaction {
+        read_only: false,
+        ..Default::default()
+    };
+    let mut tx = open_tx(&mut c, Some("reader-t0ken"), begin)
+        .await
+        .expect("stream opens");
+    assert!(matches!(tx.next().await, Ok(Some(Event::Begun(_)))));
+    tx.execute("1", &insert, vec![]).await;
+    match tx.result().await.outcome {
+        Some(Outcome::Error(status)) => {
+            assert_eq!(rpc_error(&status).2.as_deref(), Some("25006"), "{status:?}");
+        }
+        other => panic!("a write in a read-only token's transaction ran: {other:?}"),
+    }
+    tx.rollback().await;
+    let _ = tx.next().await;
+
+    // The critical scope reaches the reserve; a bare token may do everything, on the same
+    // single connection, which nothing above left in a transaction.
+    let r = c
+        .query(bearer(
+            tonic::Request::new(critical("SELECT 1::int")),
+            "pager-t0ken",
+        ))
+        .await;
+    assert_eq!(scalar(&r.expect("critical allowed").into_inner()), &int(1));
+    let r = c
+        .query(bearer(
+            tonic::Request::new(request(&insert, vec![])),
+            "full-t0ken",
+        ))
+        .await;
+    assert_eq!(r.expect("full token writes").into_inner().rows_affected, 1);
+    let r = c
+        .query(bearer(
+            tonic::Request::new(critical("SELECT 1::int")),
+            "full-t0ken",
+        ))
+        .await;
+    r.expect("full token may ask for critical");
+    let n: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 1, "only the full token's write was committed");
+}
+
+#[test]
+fn a_token_setting_that_yields_no_token_exits_64() {
+    for (flags, env) in [
+        (&[][..], &[("PGSIDECAR_AUTH_TOKENS", ",")][..]),
+        (&[], &[("PGSIDECAR_AUTH_TOKENS", " ")]),
+        (&[], &[("PGSIDECAR_AUTH_TOKENS", "#secret")]),
+        (&["--auth-tokens", " , "], &[]),
+    ] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgsidecar"));
+        cmd.args(flags)
+            .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+            .args([
+                "--pool-max",
+                "1",
+                "--pool-min",
+                "0",
+                "--enable-failover",
+                "false",
+            ])
+            .env_remove("DATABASE_URL");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // Bounded: a sidecar that accepts the setting serves until killed.
+        let mut child = cmd
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn pgsidecar");
+        let mut status = None;
+        for _ in 0..200 {
+            status = child.try_wait().expect("wait");
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let code = status.and_then(|s| s.code());
+        assert_eq!(
+            code,
+            Some(64),
+            "{flags:?} {env:?} (None: it started): {stderr}"
+        );
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr:?}");
+        assert!(stderr.contains("PGSIDECAR_AUTH_TOKENS"), "{stderr:?}");
+        assert!(!stderr.contains("secret"), "{stderr:?}");
+    }
+}
+
+#[tokio::test]
+async fn critical_transactions_leave_part_of_the_reserve_for_critical_queries() {
+    // A primary of one connection held by a normal transaction is 100 % busy, so critical
+    // work goes to the failover pool of 4, of which transactions may hold half.
+    let sidecar = Sidecar::start(&[
+        "--pool-max",
+        "1",
+        "--pool-min",
+        "1",
+        "--failover-pool-max",
+        "4",
+        "--failover-pool-min",
+        "0",
+        "--failover-transaction-share",
+        "50",
+        "--connection-timeout",
+        "1000",
+    ]);
+    let mut c = sidecar.client().await;
+    let mut normal = open_tx(&mut c, None, BeginTransaction::default())
+        .await
+        .expect("open");
+    match normal.next().await {
+        Ok(Some(Event::Begun(b))) => assert_eq!(b.pool, "primary"),
+        other => panic!("normal begin: {other:?}"),
+    }
+    // As many critical transactions as the whole reserve, held open.
+    let mut held = Vec::new();
+    let (mut on_failover, mut refused) = (0, 0);
+    for _ in 0..4 {
+        let mut tx = open_tx(&mut c, None, critical_begin()).await.expect("open");
+        match tx.next().await {
+            Ok(Some(Event::Begun(b))) => {
+                assert_eq!(b.pool, "failover", "the primary is full");
+                on_failover += 1;
+            }
+            Err(e) => {
+                // Beyond the share it waits for the full primary, like normal work.
+                assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+                assert_eq!(error_info(&e).0, "POOL_EXHAUSTED");
+                refused += 1;
+            }
+            other => panic!("critical begin: {other:?}"),
+        }
+        held.push(tx);
+    }
+    assert_eq!(
+        (on_failover, refused),
+        (2, 2),
+        "transactions hold half the reserve"
+    );
+    // The rest of the reserve is there for a critical query.
+    let r = c
+        .query(critical("SELECT 1::int"))
+        .await
+        .expect("critical query served");
+    let r = r.into_inner();
+    assert_eq!(scalar(&r), &int(1));
+    assert_eq!(r.info.expect("info").pool, "failover");
+    // A transaction's place comes back when it ends.
+    drop(held);
+    let mut again = None;
+    for _ in 0..50 {
+        let mut tx = open_tx(&mut c, None, critical_begin()).await.expect("open");
+        if let Ok(Some(Event::Begun(b))) = tx.next().await {
+            assert_eq!(b.pool, "failover");
+            again = Some(tx);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(again.is_some(), "ended transactions give their share back");
+    drop(normal);
 }
