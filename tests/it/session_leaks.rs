@@ -221,18 +221,7 @@ async fn read_only_holds_after_a_function_turns_the_default_off() {
 async fn read_only_statements_still_read_and_report_errors() {
     // Each statement runs inside BEGIN READ ONLY ... COMMIT, pipelined: results, errors,
     // and the connection's state after an error are as without it.
-    let app = unique("ro_wrap");
-    let url = format!("{}?application_name={app}", database_url());
-    let sidecar = Sidecar::start(&[
-        "--database-url",
-        &url,
-        "--pool-max",
-        "1",
-        "--pool-min",
-        "1",
-        "--read-only",
-        "true",
-    ]);
+    let (sidecar, app) = Sidecar::start_tagged_with("ro_wrap", 1, &["--read-only", "true"]);
     let mut c = sidecar.client().await;
     let r = query(&mut c, "SELECT $1::int + 1", vec![int(41)])
         .await

@@ -303,18 +303,7 @@ async fn isolation_levels_and_read_only_are_honoured() {
 #[tokio::test]
 async fn misuse_ends_the_stream_with_invalid_argument_and_a_clean_connection() {
     // One connection: if misuse left it dirty, the follow-up checks would see it.
-    let app = unique("misuse");
-    let url = format!("{}?application_name={app}", database_url());
-    let sidecar = Sidecar::start(&[
-        "--database-url",
-        &url,
-        "--pool-max",
-        "1",
-        "--pool-min",
-        "1",
-        "--failover-pool-max",
-        "1",
-    ]);
+    let (sidecar, app) = Sidecar::start_tagged_with("misuse", 1, &["--failover-pool-max", "1"]);
     let mut c = sidecar.client().await;
     let db = admin().await;
     let t = table(&db).await;

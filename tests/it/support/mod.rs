@@ -127,10 +127,15 @@ impl Sidecar {
     /// application_name of its own (returned), so that `terminate_backends` reaches only
     /// this sidecar's connections.
     pub fn start_tagged(prefix: &str, pool: u32) -> (Sidecar, String) {
+        Self::start_tagged_with(prefix, pool, &[])
+    }
+
+    /// As [`Sidecar::start_tagged`], with `extra` arguments.
+    pub fn start_tagged_with(prefix: &str, pool: u32, extra: &[&str]) -> (Sidecar, String) {
         let app = unique(prefix);
         let url = format!("{}?application_name={app}", database_url());
         let pool = pool.to_string();
-        let sidecar = Sidecar::start(&[
+        let mut args = vec![
             "--database-url",
             &url,
             "--pool-max",
@@ -139,8 +144,9 @@ impl Sidecar {
             &pool,
             "--failover-pool-min",
             "0",
-        ]);
-        (sidecar, app)
+        ];
+        args.extend_from_slice(extra);
+        (Sidecar::start(&args), app)
     }
 
     /// A generated client connected over TCP.
