@@ -11,11 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::time::timeout;
 use tonic::{Request, Response, Status, Streaming};
 
+mod held;
+
+use held::Held;
+
 use super::auth::Grant;
 use super::outbound::{self, Outbound, Unsent};
 use super::{BoxStream, State};
 use crate::error::Error;
-use crate::exec::{Around, InFlight, RESET_WAIT, Spec};
+use crate::exec::{Around, Failed, InFlight, Spec};
 use crate::proto::transaction_request::Action;
 use crate::proto::transaction_response::Event;
 use crate::proto::{
@@ -67,62 +71,6 @@ pub(super) async fn transaction(
         }
     });
     Ok(Response::new(Box::pin(rx)))
-}
-
-/// The connection a transaction holds, and what its end must do with it.
-struct Held {
-    conn: Option<InFlight>,
-    /// Still inside BEGIN ... (not yet committed or rolled back).
-    open: bool,
-    /// Some statement may have changed session state: reset before reuse.
-    dirty: bool,
-    /// BEGIN succeeded (the transaction counts in the metrics).
-    began: bool,
-    /// How it ended, when it ended without an error: committed, rolled_back, abandoned.
-    outcome: &'static str,
-}
-
-impl Default for Held {
-    fn default() -> Self {
-        Held {
-            conn: None,
-            open: false,
-            dirty: false,
-            began: false,
-            outcome: "abandoned",
-        }
-    }
-}
-
-impl Held {
-    fn client(&self) -> &crate::pool::Conn {
-        self.conn
-            .as_ref()
-            .expect("connection held after begin")
-            .client()
-    }
-
-    /// Gives the connection back: rolls back what is still open, resets a session that
-    /// may have changed, and discards the connection if either fails or a cancel was sent.
-    async fn end(&mut self) {
-        let Some(conn) = self.conn.take() else { return };
-        if self.open {
-            let rolled_back = timeout(RESET_WAIT, conn.client().batch_execute("ROLLBACK")).await;
-            if !matches!(rolled_back, Ok(Ok(()))) {
-                conn.discard();
-            }
-        }
-        conn.finish_after(self.dirty).await;
-    }
-
-    /// The client is gone mid-statement: cancel it in PostgreSQL and close the connection,
-    /// which ends the transaction (and frees its locks) without waiting for anything.
-    fn abandon(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            conn.cancel();
-            conn.finish();
-        }
-    }
 }
 
 /// What the next read from the client brought.
@@ -481,43 +429,52 @@ impl Open<'_> {
                 ));
                 answer(Outcome::Response(response))
             }
-            Err(failed)
-                if matches!(
-                    failed.error,
-                    Error::ResponseTooLarge { .. } | Error::RowTooLarge { .. } | Error::Decode(_)
-                ) =>
-            {
-                // The result was not read to its end, so its outcome (a late error, say) is
-                // unknown: the transaction cannot go on. Cancel, close, and say why.
-                lease.abandon();
-                return Err(failed.error);
-            }
-            Err(failed) => {
-                lease.dirty |= session::may_change_session(&stmt.sql);
-                if let Error::Postgres(e) = &failed.error {
-                    match crate::error::Fault::of(e) {
-                        // PostgreSQL refused it: the transaction is aborted.
-                        None => {
-                            aborted_by.get_or_insert_with(|| failed.error.to_rpc_status());
-                        }
-                        // The connection is gone, and the transaction with it.
-                        Some(crate::error::Fault::Connection) => {
-                            lease.open = false;
-                            return Err(failed.error);
-                        }
-                        // Out of step with PostgreSQL: the connection cannot go on, nor
-                        // may anyone else have it.
-                        Some(crate::error::Fault::Protocol) => {
-                            lease.abandon();
-                            return Err(failed.error);
-                        }
-                        // It could not be sent: the transaction is as it was.
-                        Some(crate::error::Fault::Encode | crate::error::Fault::Param(_)) => {}
-                    }
-                }
-                answer(Outcome::Error(failed.error.to_rpc_status()))
-            }
+            Err(failed) => return self.failed(lease, stmt, failed, aborted_by).map(answer),
         })
+    }
+
+    /// What a statement that failed inside the transaction leaves: an in-band error while
+    /// the transaction can go on (aborted or not), or the end of the stream when it cannot.
+    fn failed(
+        &self,
+        lease: &mut Held,
+        stmt: &Statement,
+        failed: Failed,
+        aborted_by: &mut Option<tonic_types::pb::Status>,
+    ) -> Result<Outcome, Error> {
+        use crate::error::Fault;
+        if matches!(
+            failed.error,
+            Error::ResponseTooLarge { .. } | Error::RowTooLarge { .. } | Error::Decode(_)
+        ) {
+            // The result was not read to its end, so its outcome (a late error, say) is
+            // unknown: the transaction cannot go on. Cancel, close, and say why.
+            lease.abandon();
+            return Err(failed.error);
+        }
+        lease.dirty |= session::may_change_session(&stmt.sql);
+        if let Error::Postgres(e) = &failed.error {
+            match Fault::of(e) {
+                // PostgreSQL refused it: the transaction is aborted.
+                None => {
+                    aborted_by.get_or_insert_with(|| failed.error.to_rpc_status());
+                }
+                // The connection is gone, and the transaction with it.
+                Some(Fault::Connection) => {
+                    lease.open = false;
+                    return Err(failed.error);
+                }
+                // Out of step with PostgreSQL: the connection cannot go on, nor may anyone
+                // else have it.
+                Some(Fault::Protocol) => {
+                    lease.abandon();
+                    return Err(failed.error);
+                }
+                // It could not be sent: the transaction is as it was.
+                Some(Fault::Encode | Fault::Param(_)) => {}
+            }
+        }
+        Ok(Outcome::Error(failed.error.to_rpc_status()))
     }
 }
 
