@@ -194,37 +194,7 @@ fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError>
             Type::NUMERIC => numeric(&float_decimal(*x), field)?,
             _ => return Err(mismatch()),
         },
-        V::NumericValue(s) => match *ty {
-            Type::NUMERIC => numeric(s, field)?,
-            Type::FLOAT4 | Type::FLOAT8 => {
-                let x: f64 = s
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid(field, format!("{s:?} is not a decimal number")))?;
-                bind(
-                    ty,
-                    &Value {
-                        kind: Some(V::FloatValue(x)),
-                    },
-                    field,
-                )?
-            }
-            _ => {
-                let n = exact_integer(s).ok_or_else(|| {
-                    invalid(
-                        field,
-                        format!("{s:?} is not an integer, as {} requires", ty.name()),
-                    )
-                })?;
-                let Some(n) = n else {
-                    return Err(out_of_range(
-                        field,
-                        format!("{s} is out of range for {}", ty.name()),
-                    ));
-                };
-                bind_int(ty, n, field).ok_or_else(mismatch)??
-            }
-        },
+        V::NumericValue(s) => bind_decimal(ty, s, field)?.ok_or_else(mismatch)?,
         V::BytesValue(b) if *ty == Type::BYTEA => Param::Binary(b.clone()),
         V::TimestampValue(ts) if matches!(*ty, Type::TIMESTAMPTZ | Type::TIMESTAMP) => {
             if !(0..1_000_000_000).contains(&ts.nanos) {
@@ -269,6 +239,41 @@ fn bind(declared: &Type, value: &Value, field: &str) -> Result<Param, BindError>
         },
         _ => return Err(mismatch()),
     })
+}
+
+/// A decimal string to a numeric, float or integer type; `None` when the type takes none.
+fn bind_decimal(ty: &Type, s: &str, field: &str) -> Result<Option<Param>, BindError> {
+    Ok(Some(match *ty {
+        Type::NUMERIC => numeric(s, field)?,
+        Type::FLOAT4 | Type::FLOAT8 => {
+            let x: f64 = s
+                .trim()
+                .parse()
+                .map_err(|_| invalid(field, format!("{s:?} is not a decimal number")))?;
+            let float = Value {
+                kind: Some(V::FloatValue(x)),
+            };
+            bind(ty, &float, field)?
+        }
+        _ => {
+            let n = exact_integer(s).ok_or_else(|| {
+                invalid(
+                    field,
+                    format!("{s:?} is not an integer, as {} requires", ty.name()),
+                )
+            })?;
+            let Some(n) = n else {
+                return Err(out_of_range(
+                    field,
+                    format!("{s} is out of range for {}", ty.name()),
+                ));
+            };
+            match bind_int(ty, n, field) {
+                Some(bound) => bound?,
+                None => return Ok(None),
+            }
+        }
+    }))
 }
 
 /// An integer to an integer, float or numeric type; `None` when the type takes no integer.
