@@ -29,7 +29,7 @@ impl Conn {
                     Conn::Direct(client, [select, update])
                 }
                 Target::Bouncer => Conn::Bouncer(pg_connect(&spec.endpoint).await?),
-                Target::Sidecar => {
+                Target::Sidecar | Target::Hop => {
                     Conn::Sidecar(DataAccessClient::new(channel.clone().expect("channel")))
                 }
             })
@@ -224,7 +224,7 @@ pub(crate) async fn measure(spec: Spec, started: Option<oneshot::Sender<()>>) ->
     let names = (workload.name(), target.name());
     eprintln!("compare: {} {} c={c}, {} s", names.0, names.1, spec.secs);
     let mut channels = Vec::new();
-    while target == Target::Sidecar && channels.len() < c.min(MAX_CHANNELS) {
+    while target.grpc() && channels.len() < c.min(MAX_CHANNELS) {
         let endpoint = Endpoint::from_shared(format!("http://{}", spec.endpoint)).expect("uri");
         let channel = timeout(CONNECT_TIMEOUT, endpoint.tcp_nodelay(true).connect()).await;
         channels.push(channel.expect("in time").expect("connect to pgsidecar"));

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 #[allow(dead_code)]
 #[path = "../../tests/it/support/cluster.rs"]
 mod cluster;
+mod hop;
 mod load;
 mod procs;
 mod report;
@@ -65,12 +66,23 @@ pub(crate) enum Target {
     Direct,
     Bouncer,
     Sidecar,
+    /// A `DataAccess` server that does no work: the floor of the gRPC hop.
+    Hop,
 }
 
 impl Target {
-    const ALL: [Target; 3] = [Target::Direct, Target::Bouncer, Target::Sidecar];
+    const ALL: [Target; 4] = [
+        Target::Direct,
+        Target::Bouncer,
+        Target::Sidecar,
+        Target::Hop,
+    ];
     fn name(self) -> &'static str {
-        ["direct", "pgbouncer", "pgsidecar"][self as usize]
+        ["direct", "pgbouncer", "pgsidecar", "grpc hop"][self as usize]
+    }
+    /// Reached with the generated gRPC client.
+    pub(crate) fn grpc(self) -> bool {
+        matches!(self, Target::Sidecar | Target::Hop)
     }
 }
 
@@ -122,6 +134,11 @@ pub(crate) struct Measured {
 }
 
 fn main() {
+    // The bench binary started again as the do-nothing server of the Hop target.
+    if std::env::args().any(|a| a == "--hop-server") {
+        hop::serve();
+        return;
+    }
     // `cargo bench` passes --bench; any other launch (`cargo test --benches`) must not start
     // clusters and minutes of load.
     if !std::env::args().any(|a| a == "--bench") {
@@ -179,8 +196,10 @@ pub(crate) async fn run(secs: u64) {
     let bouncer = PgBouncer::start(&dir.0, cluster.port, as_postgres);
     let bouncer_url = format!("postgres://postgres@127.0.0.1:{}/postgres", bouncer.2);
     let sidecar = Sidecar::start(&url, &[]).await;
+    let hop = HopServer::start();
     let spec = |target, sidecar: &Sidecar, workload, concurrency| {
         let (endpoint, cpu_pid) = match target {
+            Target::Hop => (hop.1.to_string(), Some(hop.0.id())),
             Target::Direct => (url.clone(), None),
             Target::Bouncer => (bouncer_url.clone(), Some(bouncer.1)),
             Target::Sidecar => (sidecar.1.to_string(), Some(sidecar.0.id())),

@@ -249,3 +249,39 @@ impl Drop for Sidecar {
         stop(&mut self.0, pid);
     }
 }
+
+/// The do-nothing `DataAccess` server of the Hop target (see hop.rs), its own process.
+pub(crate) struct HopServer(pub(crate) Child, pub(crate) SocketAddr);
+
+impl HopServer {
+    /// Starts this bench binary again as the hop server and reads its address.
+    pub(crate) fn start() -> HopServer {
+        let exe = std::env::current_exe().expect("the bench binary");
+        let mut child = Command::new(exe)
+            .arg("--hop-server")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the hop server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let addr = line
+            .trim()
+            .strip_prefix("grpc=")
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the hop server did not print its address ({line:?})");
+        };
+        HopServer(child, addr)
+    }
+}
+
+impl Drop for HopServer {
+    fn drop(&mut self) {
+        let pid = self.0.id();
+        stop(&mut self.0, pid);
+    }
+}
