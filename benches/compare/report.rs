@@ -48,6 +48,10 @@ pub(crate) fn table(runs: &[Measured], pgbench_runs: &[PgbenchRun]) -> Vec<Vec<S
     let mut rows = Vec::new();
     for m in runs {
         let (direct, bouncer) = (qps_of(m, Target::Direct), qps_of(m, Target::Bouncer));
+        // The additive floor: the hop and the direct query one after the other on the same
+        // cores, 1 / (1/hop + 1/direct).
+        let floor = 1.0 / (1.0 / qps_of(m, Target::Hop) + 1.0 / direct);
+        let to_floor = format!("{:.2}", m.qps / floor);
         let cpu = m.cpu_us_per_query.map_or("—".into(), |c| format!("{c:.1}"));
         let (p50, p99) = (format!("{:.1}", m.p50_us), format!("{:.1}", m.p99_us));
         let (label, conc) = (m.workload.to_owned(), m.concurrency.to_string());
@@ -56,7 +60,7 @@ pub(crate) fn table(runs: &[Measured], pgbench_runs: &[PgbenchRun]) -> Vec<Vec<S
         let (qps, errors) = (format!("{:.0}", m.qps), m.errors.to_string());
         let target = m.target.to_owned();
         rows.push(vec![
-            label, conc, target, qps, p50, p99, to_direct, to_bouncer, errors, cpu,
+            label, conc, target, qps, p50, p99, to_direct, to_bouncer, to_floor, errors, cpu,
         ]);
         if m.workload != "select" || m.target != "pgsidecar" {
             continue;
@@ -67,8 +71,8 @@ pub(crate) fn table(runs: &[Measured], pgbench_runs: &[PgbenchRun]) -> Vec<Vec<S
         {
             let (label, conc) = (m.workload.to_owned(), m.concurrency.to_string());
             let target = format!("pgbench {} -M {}", p.via, p.mode);
-            let ratios = [p.tps / direct, p.tps / bouncer].map(|r| format!("{r:.2}"));
-            let [to_direct, to_bouncer] = ratios;
+            let ratios = [p.tps / direct, p.tps / bouncer, p.tps / floor];
+            let [to_direct, to_bouncer, to_floor] = ratios.map(|r| format!("{r:.2}"));
             let (tps, failed, dash) = (format!("{:.0}", p.tps), p.failed.to_string(), "—");
             let avg = format!("avg {:.1}", p.latency_avg_ms * 1000.0);
             let row = [
@@ -80,6 +84,7 @@ pub(crate) fn table(runs: &[Measured], pgbench_runs: &[PgbenchRun]) -> Vec<Vec<S
                 dash.into(),
                 to_direct,
                 to_bouncer,
+                to_floor,
             ];
             rows.push(row.into_iter().chain([failed, dash.into()]).collect());
         }
@@ -113,6 +118,13 @@ pub(crate) fn checks(runs: &[Measured], [on, off]: &[Measured; 2]) -> Vec<[Strin
             vs(s, d),
             met(s >= 0.6 * d),
         ]);
+        let hop = get(w, 32, Target::Hop).qps;
+        let floor = 1.0 / (1.0 / hop + 1.0 / d);
+        out.push([
+            format!("{name}: c=32 pgsidecar ≥ 1.0× the additive floor (hop + direct)"),
+            vs(s, floor),
+            met(s >= floor),
+        ]);
         let (d, s) = (
             get(w, 1, Target::Direct).p50_us,
             get(w, 1, Target::Sidecar).p50_us,
@@ -145,7 +157,7 @@ pub(crate) fn checks(runs: &[Measured], [on, off]: &[Measured; 2]) -> Vec<[Strin
     out
 }
 
-pub(crate) const HEADER: [&str; 10] = [
+pub(crate) const HEADER: [&str; 11] = [
     "workload",
     "conc",
     "target",
@@ -154,6 +166,7 @@ pub(crate) const HEADER: [&str; 10] = [
     "p99 µs",
     "×direct",
     "×pgbouncer",
+    "×floor",
     "errors",
     "proxy CPU µs/q",
 ];
