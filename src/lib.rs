@@ -2,7 +2,7 @@
 //! prioritised access to PostgreSQL through the `dataaccess.v1.DataAccess` service.
 //!
 //! The modules follow a request's path, and each imports only from those listed before it:
-//! leaves (`proto`, `hash`, `time`, `listen`, `conninfo`, `config`, `sql`, `codec`, `telemetry`) →
+//! leaves (`proto`, `hash`, `time`, `conninfo`, `config`, `sql`, `codec`, `telemetry`, `listen`) →
 //! `pool` → `error` → `exec` → `health`, `rpc` → `app`. `analyze` is a client of the API.
 //! One exception, by path only: the generated code in `proto` encodes and decodes with
 //! `rpc::codec`, so that an undecodable request is answered like any other bad request.

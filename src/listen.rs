@@ -83,13 +83,15 @@ impl Listener {
                     // elsewhere, instead of waiting on a server that will not read.
                     let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                         tracing::debug!(listener = self.name, %peer, "connection limit reached; closed");
+                        crate::telemetry::record_connection_closed(self.name, "over_limit");
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
-                    return Guarded::new(stream, slot, self.handshake, self.tls);
+                    return Guarded::new(stream, slot, self.handshake, self.tls, self.name);
                 }
                 Err(e) if of_one_connection(&e) => continue,
                 Err(e) => {
+                    crate::telemetry::record_accept_error(self.name);
                     // Logged on the first failure of a run and then once per longest pause,
                     // so an exhausted process does not also flood its log.
                     if pause == FIRST_PAUSE || pause == MAX_PAUSE {
@@ -132,6 +134,8 @@ pub struct Guarded {
     io: TcpStream,
     handshake: Option<Handshake>,
     _slot: OwnedSemaphorePermit,
+    /// The listener it came from, for the metrics.
+    listener: &'static str,
 }
 
 struct Handshake {
@@ -151,6 +155,7 @@ impl Guarded {
         slot: OwnedSemaphorePermit,
         handshake: Option<Duration>,
         tls: bool,
+        listener: &'static str,
     ) -> Guarded {
         let handshake = handshake.map(|limit| Handshake {
             deadline: Box::pin(tokio::time::sleep(limit)),
@@ -162,6 +167,7 @@ impl Guarded {
             io,
             handshake,
             _slot: slot,
+            listener,
         }
     }
 
@@ -176,6 +182,9 @@ impl Guarded {
             return Ok(());
         }
         if h.deadline.as_mut().poll(cx).is_ready() {
+            // Counted once: the connection is closed on this error and not read again.
+            self.handshake = None;
+            crate::telemetry::record_connection_closed(self.listener, "handshake_timeout");
             return Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "no HTTP/2 preface within the handshake timeout",

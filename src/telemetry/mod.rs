@@ -44,6 +44,8 @@ pub mod names {
     pub const TRANSACTIONS_ACTIVE: &str = "pgsidecar_transactions_active";
     pub const TRANSACTIONS: &str = "pgsidecar_transactions_total";
     pub const DATABASE_REACHABLE: &str = "pgsidecar_database_reachable";
+    pub const LISTENER_CLOSED: &str = "pgsidecar_listener_connections_closed_total";
+    pub const LISTENER_ACCEPT_ERRORS: &str = "pgsidecar_listener_accept_errors_total";
 }
 
 /// Latency buckets in seconds, 250 µs to 30 s: sidecar queries are sub-millisecond when
@@ -76,6 +78,14 @@ fn describe() {
     );
     describe_counter!(POOL_CREATED, "Connections opened since start, per pool");
     describe_counter!(POOL_CHECKOUTS, "Connections lent since start, per pool");
+    describe_counter!(
+        LISTENER_CLOSED,
+        "Client connections closed unserved, by listener and reason (over_limit, handshake_timeout)"
+    );
+    describe_counter!(
+        LISTENER_ACCEPT_ERRORS,
+        "Failed accepts (out of file descriptors, say), by listener; each pauses the listener"
+    );
     describe_histogram!(
         POOL_WAIT_SECONDS,
         Unit::Seconds,
@@ -157,6 +167,17 @@ pub fn record_statement(
 /// Records a statement sent more than once.
 pub fn record_retry() {
     counter!(names::QUERIES_RETRIED).increment(1);
+}
+
+/// Records a client connection a listener closed before serving it: over its connection
+/// cap (`over_limit`) or without its handshake in time (`handshake_timeout`).
+pub fn record_connection_closed(listener: &'static str, reason: &'static str) {
+    counter!(names::LISTENER_CLOSED, "listener" => listener, "reason" => reason).increment(1);
+}
+
+/// Records a failed accept (out of file descriptors, say), after which the listener pauses.
+pub fn record_accept_error(listener: &'static str) {
+    counter!(names::LISTENER_ACCEPT_ERRORS, "listener" => listener).increment(1);
 }
 
 /// Records a statement cancelled in PostgreSQL.

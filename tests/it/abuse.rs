@@ -139,6 +139,13 @@ async fn out_of_descriptors_it_pauses_instead_of_spinning_and_serves_once_idle_o
     );
     let (code, _) = http_get(sidecar.http, "/health/pool").await;
     assert_eq!(code, 200);
+    let (_, metrics) = http_get(sidecar.http, "/metrics").await;
+    let accept_errors: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("pgsidecar_listener_accept_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(accept_errors >= 1.0, "the failed accepts are counted");
     for conn in held.iter_mut().take(10) {
         assert!(closed_within(conn, Duration::from_secs(10)).await);
     }
@@ -152,6 +159,11 @@ async fn a_connection_that_never_sends_the_preface_is_closed_and_a_quiet_http2_o
     half.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
     assert!(closed_within(&mut silent, Duration::from_secs(10)).await);
     assert!(closed_within(&mut half, Duration::from_secs(10)).await);
+    assert_eq!(
+        closed_count(&sidecar, "grpc", "handshake_timeout").await,
+        2.0,
+        "both closes are counted"
+    );
 
     // A client that sent its preface and then idles past the timeout keeps its connection.
     let tcp = TcpStream::connect(sidecar.grpc).await.unwrap();
@@ -207,6 +219,24 @@ async fn the_connection_caps_hold_on_both_listeners() {
             .is_ok_and(|(code, _)| code == 200)
     });
     assert!(served.await);
+    assert!(closed_count(&sidecar, "grpc", "over_limit").await >= 1.0);
+    assert!(closed_count(&sidecar, "http", "over_limit").await >= 1.0);
+}
+
+/// `pgsidecar_listener_connections_closed_total` for `listener` and `reason`, from /metrics
+/// (0 when the series is absent).
+async fn closed_count(sidecar: &Sidecar, listener: &str, reason: &str) -> f64 {
+    let (code, body) = http_get(sidecar.http, "/metrics").await;
+    assert_eq!(code, 200);
+    let labels = [
+        format!("listener=\"{listener}\""),
+        format!("reason=\"{reason}\""),
+    ];
+    body.lines()
+        .filter(|l| l.starts_with("pgsidecar_listener_connections_closed_total{"))
+        .filter(|l| labels.iter().all(|want| l.contains(want.as_str())))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 #[tokio::test]
