@@ -288,13 +288,7 @@ async fn a_streamed_row_over_the_message_limit_is_response_too_large() {
         .await
         .expect("stream")
         .into_inner();
-    let err = loop {
-        match s.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("a 10000-byte row went through a 4096-byte limit"),
-            Err(e) => break e,
-        }
-    };
+    let err = stream_error(&mut s, "a 10000-byte row went through a 4096-byte limit").await;
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert_eq!(error_info(&err).0, "RESPONSE_TOO_LARGE");
 

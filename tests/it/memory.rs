@@ -33,14 +33,21 @@ fn assert_peak_bounded(sidecar: &Sidecar, what: &str) {
 /// A sidecar with one connection, so that "the pool serves again" means a new connection
 /// replaced the one the oversized row arrived on.
 fn one_connection() -> Sidecar {
-    Sidecar::start(&[
+    one_connection_with(&[])
+}
+
+/// As [`one_connection`], with `extra` arguments.
+fn one_connection_with(extra: &[&str]) -> Sidecar {
+    let mut args = vec![
         "--pool-max",
         "1",
         "--pool-min",
         "1",
         "--enable-failover",
         "false",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    Sidecar::start(&args)
 }
 
 async fn serves_again(sidecar: &Sidecar) {
@@ -146,16 +153,7 @@ async fn a_huge_row_is_refused_on_a_plain_connection_too() {
     // The local server offers TLS, so the other tests guard above TLS; this one guards the
     // bare socket (sslmode=disable).
     let url = format!("{}?sslmode=disable", database_url());
-    let sidecar = Sidecar::start(&[
-        "--database-url",
-        &url,
-        "--pool-max",
-        "1",
-        "--pool-min",
-        "1",
-        "--enable-failover",
-        "false",
-    ]);
+    let sidecar = one_connection_with(&["--database-url", &url]);
     let mut c = sidecar.client().await;
     let err = query(&mut c, HUGE, vec![]).await.expect_err("too large");
     assert_too_large(&err);

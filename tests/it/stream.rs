@@ -158,13 +158,7 @@ async fn a_stream_that_fails_midway_does_not_leave_its_statement_running() {
         nanos: 0,
     });
     let mut s = c.stream_query(req).await.expect("stream").into_inner();
-    let err = loop {
-        match s.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("expected the deadline to end the stream"),
-            Err(e) => break e,
-        }
-    };
+    let err = stream_error(&mut s, "expected the deadline to end the stream").await;
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
     let stopped = eventually(Duration::from_secs(1), || async {
         active_statements(&db, &marker).await == 0
@@ -282,13 +276,7 @@ async fn a_write_returning_server_text_streams_on_its_one_connection() {
         .await
         .expect("stream")
         .into_inner();
-    let err = loop {
-        match s.message().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => panic!("a held result past the limit must fail"),
-            Err(e) => break e,
-        }
-    };
+    let err = stream_error(&mut s, "a held result past the limit must fail").await;
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("cast"), "{err:?}");
     let r = query(&mut c, "SELECT 1", vec![])

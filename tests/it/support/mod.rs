@@ -222,6 +222,17 @@ pub async fn query(
         .map(tonic::Response::into_inner)
 }
 
+/// Reads a stream to the error that must end it; `what` says why one was expected.
+pub async fn stream_error<T>(stream: &mut tonic::Streaming<T>, what: &str) -> tonic::Status {
+    loop {
+        match stream.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stream ended cleanly: {what}"),
+            Err(e) => return e,
+        }
+    }
+}
+
 /// The single value of a one-row, one-column result.
 pub fn scalar(resp: &QueryResponse) -> &Value {
     assert_eq!(resp.rows.len(), 1, "one row expected: {resp:?}");
