@@ -127,8 +127,10 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (http_listener, http_addr) = bind(config.http_addr).await?;
 
     let (stopping_tx, stopping) = watch::channel(false);
+    let pipeline = crate::pipeline::Pipeline::new(&config, &pools);
     let state = Arc::new(State {
         stopping,
+        pipeline: pipeline.clone(),
         stats: Stats::new(config.slow_query),
         config: config.clone(),
         pools: pools.clone(),
@@ -137,7 +139,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Sent once health has flipped: the listeners stop and connections get GOAWAY.
     let (drain_tx, drain_rx) = watch::channel(false);
-    spawn_pool_tasks(&config, &pools, &health, &shutdown_rx);
+    spawn_pool_tasks(&config, &pools, &pipeline, &health, &shutdown_rx);
 
     let grpc = grpc_server(
         &config,
@@ -163,6 +165,7 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
         grace: config.shutdown_grace,
         health,
         pools,
+        pipeline,
         stopping: stopping_tx,
         drain: drain_tx,
     };
@@ -183,21 +186,24 @@ pub async fn start(config: Config) -> Result<Running, ServerError> {
     })
 }
 
-/// Prewarms the pools and then keeps probing (readiness waits for the minimum to be open),
-/// and runs pool maintenance, until shutdown.
+/// Prewarms the pools and gives the pipelined path its connections, then keeps probing
+/// (readiness waits for the minimum to be open), and runs pool maintenance, until shutdown.
 fn spawn_pool_tasks(
     config: &Config,
     pools: &Pools,
+    pipeline: &crate::pipeline::Pipeline,
     health: &Health,
     shutdown: &watch::Receiver<bool>,
 ) {
     let (pools_, health, stop) = (pools.clone(), health.clone(), shutdown.clone());
+    let filler = pipeline.clone();
     let interval = config.health_check_interval;
     tokio::spawn(async move {
         match pools_.prewarm().await {
             Ok(n) => tracing::info!(connections = n, "pools prewarmed"),
             Err(e) => tracing::warn!(error = %e, "prewarm failed; will keep probing"),
         }
+        filler.fill();
         health.run_probe(pools_, interval, stop).await;
     });
     // Often enough that an idle timeout is honoured within about a second of its due.
@@ -208,6 +214,11 @@ fn spawn_pool_tasks(
         config.max_lifetime,
         shutdown.clone(),
     ));
+    tokio::spawn(
+        pipeline
+            .clone()
+            .run_maintenance(every, config.idle_timeout, shutdown.clone()),
+    );
 }
 
 /// The gRPC server, serving until `drain`: DataAccess behind bearer-token auth, health,
@@ -323,6 +334,7 @@ struct Drain {
     grace: std::time::Duration,
     health: Health,
     pools: Pools,
+    pipeline: crate::pipeline::Pipeline,
     /// Tells open streams that the grace period is nearly over.
     stopping: watch::Sender<bool>,
     /// Stops the listeners.
@@ -359,6 +371,7 @@ impl Drain {
         // Statements stopped at the end of the grace period must hear their CancelRequest
         // before the process exits, or PostgreSQL runs them on, orphaned.
         crate::exec::cancels_delivered(std::time::Duration::from_secs(1)).await;
+        self.pipeline.close();
         self.pools.close();
         match drained {
             Ok((g, h)) => {
@@ -443,6 +456,9 @@ async fn metrics(AxumState(state): AxumState<Arc<State>>) -> String {
         &state.pools.cache_stats(),
         state.health.database_reachable(),
     );
+    if let Some(counters) = state.pipeline.counters() {
+        telemetry::export_pipeline(counters);
+    }
     telemetry::metrics_handle().render()
 }
 

@@ -3,7 +3,7 @@
 //!
 //! The modules follow a request's path, and each imports only from those listed before it:
 //! leaves (`proto`, `hash`, `time`, `conninfo`, `config`, `sql`, `codec`, `telemetry`, `listen`) →
-//! `pool` → `error` → `exec` → `health`, `rpc` → `app`. `analyze` is a client of the API.
+//! `pool` → `error` → `exec` → `pipeline` → `health`, `rpc` → `app`. `analyze` is a client of the API.
 //! One exception, by path only: the generated code in `proto` encodes and decodes with
 //! `rpc::codec`, so that an undecodable request is answered like any other bad request.
 #![forbid(unsafe_code)]
@@ -25,6 +25,8 @@ pub mod pool;
 pub mod error;
 
 pub mod exec;
+
+pub mod pipeline;
 
 pub mod health;
 pub mod rpc;

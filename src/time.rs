@@ -1,7 +1,15 @@
 //! Time on the data path: the retry backoff (one schedule for reconnecting and for resending
-//! a statement) and the stop time that may never come.
+//! a statement), the stop time that may never come, and a clock that fits in an atomic.
 
 use std::time::{Duration, Instant};
+
+/// Nanoseconds of a monotonic clock since its first reading, plus one, so that an atomic
+/// holding 0 can mean "never".
+pub fn clock() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let nanos = EPOCH.get_or_init(Instant::now).elapsed().as_nanos();
+    u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+}
 
 /// Pauses before the second, third and fourth attempt; each gets up to 20 % jitter.
 const SCHEDULE: [Duration; 3] = [

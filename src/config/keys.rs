@@ -53,6 +53,10 @@ impl Key {
         "Failover pool database, if not --database-url");
     pub(super) const FAILOVER_TRANSACTION_SHARE: Key = Key::new("failover-transaction-share", "DB_FAILOVER_TRANSACTION_SHARE", "PERCENT", "50",
         "Most of the failover pool (0-100 %) transactions may hold; the rest stays for critical queries");
+    pub(super) const PIPELINE_CONNECTIONS: Key = Key::new("pipeline-connections", "PGSIDECAR_PIPELINE_CONNECTIONS", "N", "2",
+        "Primary connections Query statements share, pipelined (at most half of --pool-max); 0 = off, each statement leases its own");
+    pub(super) const PIPELINE_DEPTH: Key = Key::new("pipeline-depth", "PGSIDECAR_PIPELINE_DEPTH", "N", "16",
+        "Most statements in flight at once on one pipelined connection (1-1024)");
     pub(super) const STATEMENT_CACHE_SIZE: Key = Key::new("statement-cache-size", "DB_STATEMENT_CACHE_SIZE", "N", "1000",
         "Prepared statements cached per connection, 0 = off");
     pub(super) const HEALTH_CHECK_INTERVAL: Key = Key::new("health-check-interval", "DB_HEALTH_CHECK_INTERVAL", "MS", "1000",
@@ -113,12 +117,13 @@ impl Key {
         "End a stream whose client has read nothing for this many ms, cancelling its statement");
 
     /// Every setting, in `--help` order.
-    pub(super) const ALL: [Key; 45] = [
+    pub(super) const ALL: [Key; 47] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
         Key::ENABLE_FAILOVER, Key::FAILOVER_THRESHOLD, Key::FAILOVER_POOL_MAX, Key::FAILOVER_POOL_MIN,
-        Key::FAILOVER_DATABASE_URL, Key::FAILOVER_TRANSACTION_SHARE, Key::STATEMENT_CACHE_SIZE, Key::HEALTH_CHECK_INTERVAL,
+        Key::FAILOVER_DATABASE_URL, Key::FAILOVER_TRANSACTION_SHARE, Key::PIPELINE_CONNECTIONS, Key::PIPELINE_DEPTH,
+        Key::STATEMENT_CACHE_SIZE, Key::HEALTH_CHECK_INTERVAL,
         Key::CONNECTION_VALIDATION, Key::TRANSACTION_IDLE_TIMEOUT,
         Key::TRANSACTION_MAX_DURATION, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,
         Key::HTTP_ADDR, Key::REFLECTION, Key::LOG_FORMAT, Key::LOG_LEVEL, Key::MAX_SQL_BYTES,

@@ -297,6 +297,8 @@ impl Layers<'_> {
         self.set(&mut c.http_max_connections, Key::HTTP_MAX_CONNECTIONS, integer(1, None))?;
         self.set(&mut c.stream_idle_timeout, Key::STREAM_IDLE_TIMEOUT, millis(1))?;
         self.set(&mut c.failover_transaction_share_percent, Key::FAILOVER_TRANSACTION_SHARE, parse_share)?;
+        self.set(&mut c.pipeline_connections, Key::PIPELINE_CONNECTIONS, integer(0, Some(64)))?;
+        self.set(&mut c.pipeline_depth, Key::PIPELINE_DEPTH, integer(1, Some(1024)))?;
         let mut tokens = Vec::new();
         self.set(&mut tokens, Key::AUTH_TOKENS_FILE, read_tokens_file)?;
         let mut listed = Vec::new();

@@ -190,6 +190,11 @@ pub struct Config {
     /// transactions may hold at once, so long-held leases never take the whole reserve from
     /// critical Query calls.
     pub failover_transaction_share_percent: u32,
+    /// Primary connections the pipelined path holds and shares among Query statements
+    /// (capped at half the primary pool when the pools are built); 0 turns it off.
+    pub pipeline_connections: u32,
+    /// Most statements in flight at once on one pipelined connection.
+    pub pipeline_depth: u32,
     /// Idle connections above the minimum are closed after this long.
     pub idle_timeout: Duration,
     /// Connections are retired after this age; `None` = never.
@@ -342,6 +347,8 @@ impl Config {
             enable_failover: true,
             failover_threshold_percent: 80.0,
             failover_transaction_share_percent: 50,
+            pipeline_connections: 2,
+            pipeline_depth: 16,
             idle_timeout: Duration::from_millis(30_000),
             max_lifetime: Some(Duration::from_millis(1_800_000)),
             connection_timeout: Duration::from_millis(5_000),

@@ -101,6 +101,7 @@ fn no_input_gives_development_defaults() {
     assert!(!c.read_only);
     assert!(c.auth_tokens.0.is_empty());
     assert_eq!(c.failover_transaction_share_percent, 50);
+    assert_eq!((c.pipeline_connections, c.pipeline_depth), (2, 16));
     assert_eq!(c.tls, None);
     assert_eq!(c.handshake_timeout, MS(10_000));
     assert_eq!((c.grpc_max_connections, c.http_max_connections), (512, 64));
@@ -271,6 +272,21 @@ fn the_transaction_share_of_the_reserve_is_a_whole_percentage() {
 }
 
 #[test]
+fn the_pipelined_path_is_sized_within_bounds() {
+    for (key, value) in [
+        ("PGSIDECAR_PIPELINE_CONNECTIONS", "65"),
+        ("PGSIDECAR_PIPELINE_CONNECTIONS", "-1"),
+        ("PGSIDECAR_PIPELINE_DEPTH", "0"),
+        ("PGSIDECAR_PIPELINE_DEPTH", "1025"),
+        ("PGSIDECAR_PIPELINE_DEPTH", "deep"),
+    ] {
+        let (setting, message) = invalid(load(&[], &[(key, value)]));
+        assert!(setting.starts_with(key), "{key}={value}: {setting}");
+        assert!(message.contains(value), "{key}={value}: {message}");
+    }
+}
+
+#[test]
 fn production_defaults_differ_only_in_pool_and_log_format() {
     let prod = Config::defaults(Profile::Production);
     assert_eq!((prod.primary.max_size, prod.primary.min_idle), (100, 25));
@@ -383,6 +399,8 @@ fn every_env_name_reaches_its_field() {
         ("DB_FAILOVER_POOL_MIN", "2"),
         ("DB_FAILOVER_DATABASE_URL", "host=standby user=app"),
         ("DB_FAILOVER_TRANSACTION_SHARE", "75%"),
+        ("PGSIDECAR_PIPELINE_CONNECTIONS", "0"),
+        ("PGSIDECAR_PIPELINE_DEPTH", "1024"),
         ("DB_STATEMENT_CACHE_SIZE", "0"),
         ("DB_HEALTH_CHECK_INTERVAL", "100"),
         ("DB_CONNECTION_VALIDATION_ENABLED", "no"),
@@ -425,6 +443,8 @@ fn every_env_name_reaches_its_field() {
         enable_failover: false,
         failover_threshold_percent: 92.5,
         failover_transaction_share_percent: 75,
+        pipeline_connections: 0,
+        pipeline_depth: 1024,
         idle_timeout: MS(1234),
         max_lifetime: Some(MS(5678)),
         connection_timeout: MS(250),
@@ -506,6 +526,8 @@ fn every_flag_reaches_its_field_and_beats_env() {
         "--read-only=yes",
         "--reset-always=on",
         "--failover-transaction-share=25",
+        "--pipeline-connections=4",
+        "--pipeline-depth=1",
         "--auth-tokens-file=",
         "--auth-tokens=t1",
         "--tls-cert=",
@@ -553,4 +575,5 @@ fn every_flag_reaches_its_field_and_beats_env() {
     assert_eq!(c.stream_idle_timeout, MS(12));
     assert_eq!(c.auth_tokens, Tokens(vec![Token::full("t1")]));
     assert_eq!(c.failover_transaction_share_percent, 25);
+    assert_eq!((c.pipeline_connections, c.pipeline_depth), (4, 1));
 }

@@ -125,7 +125,7 @@ impl InFlight {
 static CANCELS_IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Runs `cancel` in a task of its own, counted while it runs.
-fn spawn_cancel(cancel: impl Future<Output = ()> + Send + 'static) {
+pub fn spawn_cancel(cancel: impl Future<Output = ()> + Send + 'static) {
     CANCELS_IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
     tokio::spawn(async move {
         cancel.await;

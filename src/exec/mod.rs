@@ -14,9 +14,9 @@ use crate::error::Error;
 use crate::pool::Conn;
 use crate::proto::{ExecutionInfo, QueryResponse, Value};
 
-pub use guard::{InFlight, RESET_WAIT, cancels_delivered};
+pub use guard::{InFlight, RESET_WAIT, cancels_delivered, spawn_cancel};
 pub use prepare::{Failed, Started, Trailer, prepare, start, start_prepared};
-pub use rows::{decode_row, row_cap, run, session_left_changed};
+pub use rows::{decode_row, read, row_cap, run, session_left_changed};
 pub use server_text::{PendingText, fill_server_text};
 
 /// One statement to run.
@@ -33,7 +33,7 @@ pub struct Spec<'a> {
 
 /// What is sent with an autocommit statement, pipelined so that it costs no round trip of
 /// its own: the READ ONLY transaction it runs in, and the session reset that follows it.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Around {
     /// Run it in `BEGIN READ ONLY … COMMIT`: no session default a function may have
     /// changed can make it writable.

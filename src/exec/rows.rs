@@ -55,20 +55,31 @@ pub fn session_left_changed(prepared: &crate::pool::Prepared, spec: &Spec<'_>) -
 
 /// Runs `spec` on `client` and collects its result within `limits`.
 pub async fn run(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
-    collect(conn, spec, limits).await.map_err(|f| Failed {
+    let result = match start(conn, spec).await {
+        Ok(started) => read(conn, started, spec, limits).await,
+        Err(failed) => Err(failed),
+    };
+    result.map_err(|f| Failed {
         error: super::explain(conn, f.error, limits),
         ..f
     })
 }
 
-async fn collect(conn: &Conn, spec: &Spec<'_>, limits: &Limits) -> Result<Executed, Failed> {
+/// Collects the result of a statement already under way within `limits`. Its errors are
+/// not yet [`super::explain`]ed.
+pub async fn read(
+    conn: &Conn,
+    started: Started<'_>,
+    spec: &Spec<'_>,
+    limits: &Limits,
+) -> Result<Executed, Failed> {
     let Started {
         rows: stream,
         trailer,
         prepared,
         cached,
         at: started,
-    } = start(conn, spec).await?;
+    } = started;
     let columns = prepared.columns.clone();
     let max_rows = row_cap(spec.max_rows, limits);
     pin_mut!(stream);

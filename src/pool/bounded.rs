@@ -2,7 +2,6 @@
 //! counters deadpool does not keep, its live figures, and the readiness probe.
 
 use std::sync::Arc;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -12,6 +11,7 @@ use deadpool::managed::{Hook, Pool as DeadPool, PoolError as DeadPoolError, Time
 use super::PoolError;
 use super::admission::Admission;
 use super::connection::ConnManager;
+use super::lanes::LaneFigures;
 use super::statement_cache::CacheStats;
 use crate::config::{Config, PoolConfig};
 use crate::conninfo::{PgConnect, SessionSettings, session_config};
@@ -31,12 +31,6 @@ pub(super) struct Counters {
     pub(super) failing_since: AtomicU64,
 }
 
-/// Nanoseconds since the first call, plus one, so that 0 can mean "never".
-fn clock() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let nanos = EPOCH.get_or_init(Instant::now).elapsed().as_nanos();
-    u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
-}
 
 /// One deadpool pool with its name, sizes and counters.
 #[derive(Clone)]
@@ -47,6 +41,9 @@ pub(super) struct Pool {
     pub(super) admission: Arc<Admission>,
     pub(super) counters: Arc<Counters>,
     pub(super) tls: PgConnect,
+    /// For the primary: the connections the pipelined path holds, counted busy only while
+    /// they have a statement in flight.
+    pub(super) lanes: Option<Arc<LaneFigures>>,
 }
 
 /// How far past the gRPC message limit one message from PostgreSQL may go before it is
@@ -115,16 +112,26 @@ impl Pool {
             admission: Arc::new(Admission::new(config.pool_max_waiting as usize)),
             counters,
             tls,
+            lanes: None,
         })
     }
 
-    /// Active connections as a percentage of the maximum.
+    /// Connections busy and idle now. A connection the pipelined path holds is busy while
+    /// it has a statement in flight and idle otherwise, like a pooled one.
+    fn active_and_idle(&self, s: &deadpool::managed::Status) -> (usize, usize) {
+        let lent = s.size.saturating_sub(s.available);
+        let (held, busy) = self.lanes.as_ref().map_or((0, 0), |l| l.held_and_busy());
+        let held = held.min(lent);
+        (lent - held + busy.min(held), s.available + held - busy.min(held))
+    }
+
+    /// Active connections (see [`Pool::active_and_idle`]) as a percentage of the maximum.
     pub(super) fn utilization_percent(&self) -> f64 {
         let s = self.inner.status();
-        let active = s.size.saturating_sub(s.available);
         if s.max_size == 0 {
             return 100.0;
         }
+        let (active, _) = self.active_and_idle(&s);
         active as f64 * 100.0 / s.max_size as f64
     }
 
@@ -142,7 +149,7 @@ impl Pool {
     pub(super) fn failed_to_reach(&self) {
         let _ = self.counters.failing_since.compare_exchange(
             0,
-            clock(),
+            crate::time::clock(),
             Ordering::Relaxed,
             Ordering::Relaxed,
         );
@@ -153,7 +160,7 @@ impl Pool {
         match self.counters.failing_since.load(Ordering::Relaxed) {
             0 => false,
             since => {
-                clock().saturating_sub(since) >= u64::try_from(long.as_nanos()).unwrap_or(u64::MAX)
+                crate::time::clock().saturating_sub(since) >= u64::try_from(long.as_nanos()).unwrap_or(u64::MAX)
             }
         }
     }
@@ -198,20 +205,22 @@ impl Pool {
     pub(super) fn stats(&self) -> PoolStats {
         let s = self.inner.status();
         let created = self.counters.created.load(Ordering::Relaxed);
-        let checkouts = self.counters.checkouts.load(Ordering::Relaxed);
-        let active = s.size.saturating_sub(s.available);
+        let checkouts = self.counters.checkouts.load(Ordering::Relaxed)
+            + self.lanes.as_ref().map_or(0, |l| l.given());
+        let (active, idle) = self.active_and_idle(&s);
         PoolStats {
             name: self.name.to_owned(),
             max_connections: s.max_size as u32,
             min_idle: self.min_idle,
             total_connections: s.size as u32,
             active_connections: active as u32,
-            idle_connections: s.available as u32,
+            idle_connections: idle as u32,
             waiting_requests: s.waiting as u32,
             utilization_percent: self.utilization_percent(),
             connections_created: created,
             checkouts,
             reuse_rate: reuse_rate(created, checkouts),
+            pipelined_in_flight: self.lanes.as_ref().map_or_else(Vec::new, |l| l.depths()),
         }
     }
 

@@ -5,6 +5,7 @@
 mod admission;
 mod bounded;
 mod connection;
+mod lanes;
 mod maintenance;
 mod reset;
 pub mod route;
@@ -20,6 +21,7 @@ use crate::telemetry::LogGate;
 
 use bounded::Pool;
 pub use connection::Conn;
+pub use lanes::LaneFigures;
 pub use reset::{COMMIT_THEN_RESET_SQL, RESET_AFTER_EACH_SQL, reset};
 pub use route::Target;
 pub use statement_cache::{CacheStats, Prepared};
@@ -78,6 +80,13 @@ pub enum PoolError {
     },
 }
 
+/// How many connections the pipelined path holds: as configured, but at most half the
+/// primary pool, so that leased work (transactions, streams, session-changing statements)
+/// always keeps the other half; a pool of one has no pipelined path.
+pub fn lanes_for(config: &Config) -> usize {
+    config.pipeline_connections.min(config.primary.max_size / 2) as usize
+}
+
 /// A connection lent to one request; it goes back to its pool when dropped.
 pub struct Lease {
     /// The connection.
@@ -114,7 +123,8 @@ impl Pools {
     /// Builds the pools; no connection is opened until [`Pools::prewarm`] or first use.
     pub fn new(config: &Config) -> Result<Self, PoolError> {
         let cache_stats = Arc::new(CacheStats::default());
-        let primary = Pool::new("primary", &config.primary, config, &cache_stats)?;
+        let mut primary = Pool::new("primary", &config.primary, config, &cache_stats)?;
+        primary.lanes = Some(Arc::new(LaneFigures::new(lanes_for(config))));
         let failover = if config.enable_failover {
             Some(Pool::new(
                 "failover",
@@ -137,6 +147,18 @@ impl Pools {
             cache_stats,
             transaction_share,
         })
+    }
+
+    /// The figures of the connections the pipelined path holds, which it keeps up to date.
+    pub fn lane_figures(&self) -> Arc<LaneFigures> {
+        self.primary.lanes.clone().expect("the primary pool has lane figures")
+    }
+
+    /// Whether a request of this priority would be served by the reserve now.
+    pub fn sends_to_reserve(&self, priority: Priority) -> bool {
+        priority == Priority::Critical
+            && self.failover.is_some()
+            && self.route(priority) == Target::Failover
     }
 
     /// Where a request of this priority goes now (see [`route::route`]).
@@ -183,6 +205,12 @@ impl Pools {
     ) -> Result<Lease, PoolError> {
         let pool = self.pool(self.route(priority));
         self.acquire_from(pool, deadline).await
+    }
+
+    /// Lends a primary connection to the pipelined path, which holds it for as long as it
+    /// stays fit to share.
+    pub async fn acquire_lane(&self, deadline: Instant) -> Result<Lease, PoolError> {
+        self.acquire_from(&self.primary, Some(deadline)).await
     }
 
     /// Lends a connection for a transaction, held for the life of its stream: routed as

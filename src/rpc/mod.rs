@@ -40,6 +40,8 @@ pub struct State {
     pub config: Config,
     /// Primary and failover pools.
     pub pools: Pools,
+    /// The shared, pipelined primary connections of Query.
+    pub pipeline: crate::pipeline::Pipeline,
     /// Query counters and latency window.
     pub stats: Stats,
     /// Readiness.

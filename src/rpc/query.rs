@@ -1,6 +1,7 @@
 //! Query: one statement in autocommit on a pooled connection, within the request's budget,
 //! sent again only when that is safe.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::time::timeout_at;
@@ -11,7 +12,7 @@ use super::State;
 use super::auth::Grant;
 use super::deadline::Budget;
 use crate::error::Error;
-use crate::exec::{Executed, Failed, InFlight, Spec};
+use crate::exec::{Around, Executed, Failed, InFlight, Spec};
 use crate::proto::{QueryRequest, QueryResponse};
 use crate::telemetry::stats::Record;
 
@@ -40,7 +41,8 @@ pub(super) async fn query(
     let start = Instant::now();
     let budget = Budget::of_query(start, &request);
     let grant = Grant::of(&request, state.config.read_only);
-    let req = request.into_inner();
+    // Shared with a statement that may outlive the call on a pipelined connection.
+    let req = Arc::new(request.into_inner());
     let (result, served) = run(state, &req, grant, budget).await;
     let (rows, cached) = result.as_ref().map_or((0, false), |r| {
         let cached = r.info.as_ref().is_some_and(|i| i.statement_cached);
@@ -103,7 +105,7 @@ struct Served {
 /// Runs the request; also says who served it.
 async fn run(
     state: &State,
-    req: &QueryRequest,
+    req: &Arc<QueryRequest>,
     grant: Grant,
     budget: Budget,
 ) -> (Result<QueryResponse, Error>, Served) {
@@ -117,7 +119,7 @@ async fn run(
 
 async fn run_on(
     state: &State,
-    req: &QueryRequest,
+    req: &Arc<QueryRequest>,
     grant: Grant,
     budget: Budget,
     served: &mut Served,
@@ -130,14 +132,55 @@ async fn run_on(
         max_rows: req.max_rows,
         around: super::autocommit(state, grant),
     };
+    // Shared connections take what cannot leave session state behind for a neighbour, as
+    // far as the text shows; what a statement did anyway is caught after it (see
+    // `pipeline`).
+    let pipelined = state.pipeline.enabled()
+        && spec.around == Around::default()
+        && !crate::sql::session::may_change_session(&req.sql);
     let mut backoff = crate::time::Backoff::new(budget.stop_at);
     let mut attempts = 0u32;
+    let mut resent = false;
     loop {
         attempts += 1;
-        let lease = state.pools.acquire(priority, budget.stop_at).await?;
-        let (pool, queue_time) = (lease.pool, lease.queue_time);
+        let slot = match pipelined {
+            true => state.pipeline.admit(priority, budget.stop_at).await?,
+            false => None,
+        };
+        let (pool, queue_time, outcome) = match slot {
+            Some(slot) => {
+                let queue_time = slot.queue_time;
+                let ran = crate::pipeline::run(
+                    slot,
+                    req.clone(),
+                    state.config.limits,
+                    budget.stop_at,
+                    budget.confirm_by,
+                    state.stopping(),
+                )
+                .await;
+                match ran.resend {
+                    // Rolled back by PostgreSQL for a neighbour's sake: sent again at once.
+                    Some(why) if !resent => {
+                        resent = true;
+                        state.pipeline.count_resend(why);
+                        if attempts == 1 {
+                            state.stats.record_retry();
+                        }
+                        tracing::debug!(reason = ?why, "sending a pipelined statement again");
+                        continue;
+                    }
+                    _ => ("primary", queue_time, ran.result),
+                }
+            }
+            None => {
+                let lease = state.pools.acquire(priority, budget.stop_at).await?;
+                let (pool, queue_time) = (lease.pool, lease.queue_time);
+                (pool, queue_time, attempt(lease, &spec, state, budget).await)
+            }
+        };
         served.pool = pool;
-        match attempt(lease, &spec, state, budget).await {
+        match outcome {
             Ok(executed) => {
                 served.report_key = Some(executed.report_key);
                 let mut response = executed.response;

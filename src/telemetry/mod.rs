@@ -2,6 +2,7 @@
 //! with explicit histogram buckets, the gRPC server metrics layer, and logging setup.
 
 pub mod grpc;
+mod pipeline;
 pub mod report;
 pub mod stats;
 
@@ -12,6 +13,8 @@ use metrics::{
     Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub use pipeline::{PipelineCounters, export_pipeline};
 
 use crate::config::{Config, LogFormat};
 use crate::proto::{PoolStats, StatementCacheStats};
@@ -46,6 +49,13 @@ pub mod names {
     pub const DATABASE_REACHABLE: &str = "pgsidecar_database_reachable";
     pub const LISTENER_CLOSED: &str = "pgsidecar_listener_connections_closed_total";
     pub const LISTENER_ACCEPT_ERRORS: &str = "pgsidecar_listener_accept_errors_total";
+    pub const PIPELINE_IN_FLIGHT: &str = "pgsidecar_pipeline_in_flight";
+    pub const PIPELINE_STATEMENTS: &str = "pgsidecar_pipeline_statements_total";
+    pub const PIPELINE_OVERFLOW: &str = "pgsidecar_pipeline_overflow_total";
+    pub const PIPELINE_RESENT: &str = "pgsidecar_pipeline_resent_total";
+    pub const PIPELINE_AFTER_SESSION_CHANGE: &str =
+        "pgsidecar_pipeline_ran_after_session_change_total";
+    pub const PIPELINE_RETIRED: &str = "pgsidecar_pipeline_connections_retired_total";
 }
 
 /// Latency buckets in seconds, 250 µs to 30 s: sidecar queries are sub-millisecond when
@@ -125,6 +135,27 @@ fn describe() {
     describe_gauge!(
         DATABASE_REACHABLE,
         "1 when the primary pool reached PostgreSQL at the last probe"
+    );
+    describe_gauge!(
+        PIPELINE_IN_FLIGHT,
+        "Statements in flight on each connection the pipelined path holds"
+    );
+    describe_counter!(PIPELINE_STATEMENTS, "Statements sent on a shared, pipelined connection");
+    describe_counter!(
+        PIPELINE_OVERFLOW,
+        "Pipelinable statements that took a leased connection instead, by reason"
+    );
+    describe_counter!(
+        PIPELINE_RESENT,
+        "Pipelined statements sent again transparently, by reason (rolled back by a neighbour's cancel or session change)"
+    );
+    describe_counter!(
+        PIPELINE_AFTER_SESSION_CHANGE,
+        "Pipelined statements that ran right after a neighbour changed the session"
+    );
+    describe_counter!(
+        PIPELINE_RETIRED,
+        "Shared connections taken out of sharing (session changed, out of step)"
     );
 }
 
@@ -215,6 +246,9 @@ pub fn export_pools(pools: &[PoolStats], c: &StatementCacheStats, reachable: boo
         gauge!(names::POOL_UTILIZATION, "pool" => pool.clone()).set(p.utilization_percent / 100.0);
         counter!(names::POOL_CREATED, "pool" => pool.clone()).absolute(p.connections_created);
         counter!(names::POOL_CHECKOUTS, "pool" => pool).absolute(p.checkouts);
+        for (i, depth) in p.pipelined_in_flight.iter().enumerate() {
+            gauge!(names::PIPELINE_IN_FLIGHT, "connection" => i.to_string()).set(*depth);
+        }
     }
     counter!(names::CACHE_HITS).absolute(c.hits);
     counter!(names::CACHE_MISSES).absolute(c.misses);

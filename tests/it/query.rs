@@ -256,6 +256,7 @@ async fn pool_status_reports_live_primary_figures() {
 
 #[tokio::test]
 async fn idle_connections_above_the_minimum_close_after_the_idle_timeout() {
+    // Leased connections only, so that four concurrent calls take four connections.
     let sidecar = Sidecar::start(&[
         "--pool-max",
         "4",
@@ -263,6 +264,8 @@ async fn idle_connections_above_the_minimum_close_after_the_idle_timeout() {
         "1",
         "--pool-idle-timeout",
         "300",
+        "--pipeline-connections",
+        "0",
     ]);
     let c = sidecar.client().await;
     let calls = (0..4).map(|_| {
