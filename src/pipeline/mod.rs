@@ -79,8 +79,10 @@ impl Drop for Waiting<'_> {
 /// A lane where a new statement would wait this long behind the ones in flight (the one
 /// running has run this long, or those queued would take this long at their recent pace)
 /// takes no more for now: long statements delay only the few already behind them, and
-/// the rest go to a leased connection. Point queries run in tens of microseconds.
-const STALLED_AFTER: Duration = Duration::from_millis(10);
+/// the rest go to a leased connection. Point queries take tens of microseconds; the
+/// margin is for a sidecar so busy that it notices answers late, which leased
+/// connections would not cure.
+const STALLED_AFTER: Duration = Duration::from_millis(100);
 
 /// After a lane could not get a connection, the wait before it tries again.
 const REFILL_PAUSE: Duration = Duration::from_millis(250);

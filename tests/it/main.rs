@@ -13,6 +13,7 @@ mod hygiene;
 mod late_database;
 mod memory;
 mod observability;
+mod pipeline;
 mod pool;
 mod query;
 mod roundtrip;

@@ -16,28 +16,6 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 
-async fn scrape(sidecar: &Sidecar) -> prometheus_parse::Scrape {
-    let (code, body) = http_get(sidecar.http, "/metrics").await;
-    assert_eq!(code, 200);
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
-        .expect("Prometheus text")
-}
-
-/// Sum of a counter or gauge's samples whose labels include `labels`.
-fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.samples
-        .iter()
-        .filter(|x| x.metric == name)
-        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
-        .map(|x| match x.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => 0.0,
-        })
-        .sum()
-}
-
 #[tokio::test]
 async fn metrics_parse_cover_the_pools_statements_and_rpcs_and_move_with_traffic() {
     let sidecar = Sidecar::start(&[]);

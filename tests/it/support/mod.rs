@@ -543,3 +543,26 @@ impl Drop for TempFiles {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// The sidecar's metrics, parsed.
+pub async fn scrape(sidecar: &Sidecar) -> prometheus_parse::Scrape {
+    let (code, body) = http_get(sidecar.http, "/metrics").await;
+    assert_eq!(code, 200);
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+        .expect("Prometheus text")
+}
+
+/// Sum of a counter or gauge's samples whose labels include `labels`.
+pub fn value(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.samples
+        .iter()
+        .filter(|x| x.metric == name)
+        .filter(|x| labels.iter().all(|(k, v)| x.labels.get(k) == Some(*v)))
+        .map(|x| match x.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => 0.0,
+        })
+        .sum()
+}

@@ -1,10 +1,12 @@
 //! A small TCP proxy between the sidecar and PostgreSQL for injecting network faults: cut
 //! every connection when the client side sends a given byte pattern (e.g. a COMMIT), cut
-//! everything now, or stall: forward nothing in either direction and connect nothing new,
-//! without closing anything, as a network path that drops every packet does.
+//! everything now, stall: forward nothing in either direction and connect nothing new,
+//! without closing anything, as a network path that drops every packet does; or hold each
+//! new connection for a while before connecting it (a CancelRequest arriving late).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -15,6 +17,7 @@ pub struct Proxy {
     pub addr: SocketAddr,
     cut_on: Arc<Mutex<Option<Vec<u8>>>>,
     stalled: watch::Sender<bool>,
+    delay: Arc<Mutex<Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -26,10 +29,14 @@ impl Proxy {
         let cut_on: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
         let (stalled, stall_rx) = watch::channel(false);
         let pattern = cut_on.clone();
+        let delay: Arc<Mutex<Duration>> = Arc::default();
+        let delays = delay.clone();
         let task = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let (pattern, mut stall_rx) = (pattern.clone(), stall_rx.clone());
+                let hold = *delays.lock().expect("lock");
                 tokio::spawn(async move {
+                    tokio::time::sleep(hold).await;
                     // A stalled path connects nothing: the client's handshake goes unanswered.
                     let _ = stall_rx.wait_for(|s| !*s).await;
                     let Ok(server) = TcpStream::connect(upstream).await else {
@@ -45,6 +52,7 @@ impl Proxy {
             addr,
             cut_on,
             stalled,
+            delay,
             task,
         }
     }
@@ -53,6 +61,11 @@ impl Proxy {
     /// bytes are forwarded.
     pub fn cut_when_client_sends(&self, pattern: &[u8]) {
         *self.cut_on.lock().expect("lock") = Some(pattern.to_vec());
+    }
+
+    /// From now on, each new connection is held for `delay` before it is connected.
+    pub fn delay_new_connections(&self, delay: Duration) {
+        *self.delay.lock().expect("lock") = delay;
     }
 
     /// Stops forwarding anything, open connections and new ones alike, closing nothing.
