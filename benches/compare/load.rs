@@ -44,7 +44,7 @@ impl Conn {
         select: &str,
         aid: i32,
         delta: Option<i32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let sql = if delta.is_some() { UPDATE_SQL } else { select };
         let rows = match (self, delta) {
             (Conn::Direct(client, [_, update]), Some(d)) => {
@@ -66,8 +66,10 @@ impl Conn {
                     params,
                     ..Default::default()
                 };
-                let response = client.query(request).await;
-                let response = response.map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+                let response = client.query(request).await.map_err(|s| {
+                    let retry = s.get_details_retry_info().and_then(|r| r.retry_delay);
+                    Failure(format!("{:?}: {}", s.code(), s.message()), retry)
+                });
                 let response = response?.into_inner();
                 let updated = response.rows_affected as usize;
                 if delta.is_some() {
@@ -80,7 +82,7 @@ impl Conn {
         if rows == 1 {
             Ok(())
         } else {
-            Err(format!("{rows} rows instead of 1"))
+            Err(format!("{rows} rows instead of 1").into())
         }
     }
 
@@ -92,6 +94,19 @@ impl Conn {
         }
     }
 }
+
+/// A failed operation: its message and the delay the server asked for (gRPC RetryInfo,
+/// which pgsidecar sends with RESOURCE_EXHAUSTED and UNAVAILABLE).
+pub(crate) struct Failure(pub(crate) String, pub(crate) Option<Duration>);
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure(message, None)
+    }
+}
+
+/// The longest pause a worker takes after a failure, whatever RetryInfo asks.
+pub(crate) const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 pub(crate) fn int(n: i32) -> Value {
     let kind = Some(Kind::IntValue(i64::from(n)));
@@ -193,11 +208,19 @@ pub(crate) async fn worker(
         let mix = spec.workload == Workload::Mix && i % 5 == 4;
         let delta = mix.then(|| random(10_001) as i32 - 5000);
         let call = timeout(OP_TIMEOUT, conn.call(select, aid, delta)).await;
-        match call.unwrap_or_else(|_| Err("timed out".into())) {
+        match call.unwrap_or_else(|_| Err("timed out".to_owned().into())) {
             Ok(()) if start >= from => tally.0.push(start.elapsed().as_nanos() as u64),
             Ok(()) => {}
-            Err(e) => {
+            Err(Failure(e, retry)) => {
                 tally.error(e);
+                // As a client honouring RetryInfo would (at most MAX_RETRY_PAUSE, never past
+                // the window): rejected workers retrying at once would turn an overload into
+                // a storm of rejections that the run then measures instead. Every failed
+                // attempt still counts as an error.
+                if let Some(pause) = retry {
+                    let until = Instant::now() + pause.min(MAX_RETRY_PAUSE);
+                    sleep_until(until.min(to).into()).await;
+                }
                 if conn.broken() {
                     match Conn::open(&spec, &channel, select).await {
                         Ok(fresh) => *conn = fresh,

@@ -40,6 +40,7 @@ use tokio::sync::{Barrier, Semaphore, oneshot};
 use tokio::time::{sleep, sleep_until, timeout};
 use tokio_postgres::types::{ToSql, Type};
 use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
 
 pub(crate) const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 /// Client concurrencies of the table.
@@ -317,11 +318,13 @@ pub(crate) async fn run(secs: u64) {
         }
     }
     if quick {
-        println!("\n{}", markdown(&HEADER, &table(&runs, &[]), 3));
+        let table = markdown(&HEADER, &table(&runs, &[]), 3);
+        println!("\n{table}{}", error_lines(&runs));
     }
     let modes = session_modes(&url, |t| spec(t, Workload::Select, 32)).await;
     if quick {
-        println!("\n{}", markdown(&HEADER, &table(&modes, &[]), 3));
+        let table = markdown(&HEADER, &table(&modes, &[]), 3);
+        println!("\n{table}{}", error_lines(&modes));
     }
     // The 10,000 clients: short in BENCH_QUICK, BENCH_SECONDS otherwise.
     let big_secs = if quick { secs.min(3) } else { secs };

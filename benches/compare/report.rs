@@ -104,6 +104,18 @@ pub(crate) fn table(runs: &[Measured], pgbench_runs: &[PgbenchRun]) -> Vec<Vec<S
     rows
 }
 
+/// The error samples of every run that had errors, one line each (empty when none had).
+pub(crate) fn error_lines(runs: &[Measured]) -> String {
+    let mut out = String::new();
+    for m in runs.iter().filter(|m| m.errors > 0) {
+        for e in &m.error_samples {
+            let (w, t, c, n) = (m.workload, m.target, m.concurrency, m.errors);
+            out += &format!("- {w} {t} c={c} ({n} errors): {e}\n");
+        }
+    }
+    out
+}
+
 /// The 10,000-client run: its figures, pgsidecar's memory and the error samples.
 pub(crate) fn big_table(big: &BigRun) -> String {
     let m = &big.load;
@@ -417,8 +429,8 @@ pub(crate) fn report(
         sweep_secs,
         pipelining,
     } = more;
-    let results = markdown(&HEADER, &table(&runs, &pgbench), 3);
-    let session = markdown(&HEADER, &table(&modes, &[]), 3);
+    let results = markdown(&HEADER, &table(&runs, &pgbench), 3) + &error_lines(&runs);
+    let session = markdown(&HEADER, &table(&modes, &[]), 3) + &error_lines(&modes);
     let big_md = big_table(&big);
     let sweep_md = sweep_table(&sweep, &runs);
     let pipeline_rows = pipeline_checks(&runs, &big);
@@ -499,9 +511,12 @@ pub(crate) fn report(
          workers hold one connection each (PgBouncer max_client_conn {BOUNCER_MAX_CLIENTS}); \
          direct runs up to c={DIRECT_MAX}. One tokio multi-thread load generator in \
          the bench process; aid uniform in 1..={ACCOUNTS}. Latency is client-side per \
-         operation; errors include the warm-up. Proxy CPU = utime+stime of the PgBouncer or \
+         operation; errors include the warm-up, and count every failed attempt; a worker told \
+         to retry later (gRPC RetryInfo) pauses that long, at most {} ms, before its next one. \
+         Proxy CPU = utime+stime of the PgBouncer or \
          pgsidecar process over the measured part / successful queries (CLK_TCK {}).",
         WARMUP.as_secs(),
+        MAX_RETRY_PAUSE.as_millis(),
         CLK_TCK.get().expect("CLK_TCK")
     );
     let met = |[t, m, ok]: &[String; 3]| serde_json::json!({"target": t, "measured": m, "met": ok == "met"});
