@@ -175,11 +175,15 @@ pub(crate) async fn worker(
     } else {
         SELECT_SQL
     };
-    // At most CONNECTING connection setups at once: 1,000 clients connecting in one burst
-    // would overflow listen backlogs and wait out SYN retransmits.
-    let permit = connecting.acquire_owned().await.expect("never closed");
-    let opened = Conn::open(&spec, &channel, select).await;
-    drop(permit);
+    // At most CONNECTING connection setups at once (1,000 clients connecting in one burst
+    // would overflow listen backlogs and wait out SYN retransmits), and the wait for a turn
+    // within CONNECT_TIMEOUT too, so that the connecting phase is bounded as a whole.
+    let open = async {
+        let _turn = connecting.acquire().await.expect("never closed");
+        Conn::open(&spec, &channel, select).await
+    };
+    let opened = timeout(CONNECT_TIMEOUT, open).await;
+    let opened = opened.unwrap_or_else(|_| Err("no turn to connect in time".into()));
     let mut conn = opened
         .map_err(|e| tally.error(format!("connect: {e}")))
         .ok();
