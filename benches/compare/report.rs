@@ -285,6 +285,19 @@ pub(crate) fn targets_table(rows: &[Vec<String>]) -> String {
     markdown(&header, rows, 2)
 }
 
+/// `n` with a comma between each group of three digits: 10000 is "10,000".
+fn grouped(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
 /// How the pipelined figures were taken, and whether the binary knew the settings.
 pub(crate) fn pipeline_note(pipelining: bool, sweep_secs: u64, big_secs: u64) -> String {
     let known = if pipelining {
@@ -298,14 +311,15 @@ pub(crate) fn pipeline_note(pipelining: bool, sweep_secs: u64, big_secs: u64) ->
             .to_owned()
     };
     format!(
-        "{known} The 10,000-client run: a fresh pgsidecar with the defaults, {BIG} workers on \
+        "{known} The {clients}-client run: a fresh pgsidecar with the defaults, {clients} workers on \
          {} channels, {big_secs} s measured after the {} s warm-up; peak RSS is VmHWM of \
          /proc/<pid>/status read right after it (since the process started). The sweep: \
          select c=32, a fresh pgsidecar per cell with PGSIDECAR_PIPELINE_CONNECTIONS and \
          PGSIDECAR_PIPELINE_DEPTH set, {sweep_secs} s measured per cell (shorter than the \
          table's runs).",
         channels_for(BIG),
-        WARMUP.as_secs()
+        WARMUP.as_secs(),
+        clients = grouped(BIG),
     )
 }
 
