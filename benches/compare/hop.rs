@@ -86,6 +86,8 @@ pub(crate) fn serve() {
         tonic::transport::Server::builder()
             .tcp_nodelay(true)
             .http2_adaptive_window(Some(false))
+            // pgsidecar's default per-connection stream limit (tonic's own is none).
+            .max_concurrent_streams(Some(1024))
             .add_service(DataAccessServer::new(Hop))
             .serve_with_incoming(incoming)
             .await

@@ -29,7 +29,7 @@ impl Conn {
                     Conn::Direct(client, [select, update])
                 }
                 Target::Bouncer => Conn::Bouncer(pg_connect(&spec.endpoint).await?),
-                Target::Sidecar | Target::Hop => {
+                Target::Sidecar | Target::Leased | Target::Hop => {
                     Conn::Sidecar(DataAccessClient::new(channel.clone().expect("channel")))
                 }
             })
@@ -44,7 +44,7 @@ impl Conn {
         select: &str,
         aid: i32,
         delta: Option<i32>,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         let sql = if delta.is_some() { UPDATE_SQL } else { select };
         let rows = match (self, delta) {
             (Conn::Direct(client, [_, update]), Some(d)) => {
@@ -66,8 +66,10 @@ impl Conn {
                     params,
                     ..Default::default()
                 };
-                let response = client.query(request).await;
-                let response = response.map_err(|s| format!("{:?}: {}", s.code(), s.message()));
+                let response = client.query(request).await.map_err(|s| {
+                    let retry = s.get_details_retry_info().and_then(|r| r.retry_delay);
+                    Failure(format!("{:?}: {}", s.code(), s.message()), retry)
+                });
                 let response = response?.into_inner();
                 let updated = response.rows_affected as usize;
                 if delta.is_some() {
@@ -80,7 +82,7 @@ impl Conn {
         if rows == 1 {
             Ok(())
         } else {
-            Err(format!("{rows} rows instead of 1"))
+            Err(format!("{rows} rows instead of 1").into())
         }
     }
 
@@ -92,6 +94,19 @@ impl Conn {
         }
     }
 }
+
+/// A failed operation: its message and the delay the server asked for (gRPC RetryInfo,
+/// which pgsidecar sends with RESOURCE_EXHAUSTED and UNAVAILABLE).
+pub(crate) struct Failure(pub(crate) String, pub(crate) Option<Duration>);
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure(message, None)
+    }
+}
+
+/// The longest pause a worker takes after a failure, whatever RetryInfo asks.
+pub(crate) const MAX_RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 pub(crate) fn int(n: i32) -> Value {
     let kind = Some(Kind::IntValue(i64::from(n)));
@@ -112,17 +127,19 @@ pub(crate) async fn pg_connect(url: &str) -> Result<tokio_postgres::Client, Stri
     Ok(client)
 }
 
-/// Latencies of the measured part (ns, 1 µs to 60 s, 3 significant figures) and errors.
-pub(crate) struct Tally(
-    pub(crate) Histogram<u64>,
-    pub(crate) u64,
-    pub(crate) Vec<String>,
-);
+/// Latencies of the measured part (ns) and errors. A worker keeps a plain list, not a
+/// histogram of its own: at 10,000 workers that many histograms (~150 KB each) would cost
+/// more memory than the run's latencies do.
+pub(crate) struct Tally(pub(crate) Vec<u64>, pub(crate) u64, pub(crate) Vec<String>);
+
+/// The run's latency histogram: ns, 1 µs to 60 s, 3 significant figures.
+pub(crate) fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds")
+}
 
 impl Tally {
     pub(crate) fn new() -> Tally {
-        let hist = Histogram::new_with_bounds(1_000, 60_000_000_000, 3).expect("bounds");
-        Tally(hist, 0, Vec::new())
+        Tally(Vec::new(), 0, Vec::new())
     }
     /// Counts an error and notes its message.
     pub(crate) fn error(&mut self, message: String) {
@@ -135,8 +152,9 @@ impl Tally {
             self.2.push(message);
         }
     }
-    pub(crate) fn merge(&mut self, other: Tally) {
-        self.0.add(&other.0).expect("merge histograms");
+    /// Adds `other`'s errors to these and its latencies to `hist`.
+    pub(crate) fn merge(&mut self, other: Tally, hist: &mut Histogram<u64>) {
+        other.0.iter().for_each(|&ns| hist.saturating_record(ns));
         self.1 += other.1;
         other.2.into_iter().for_each(|m| self.note(m));
     }
@@ -149,6 +167,7 @@ pub(crate) async fn worker(
     seed: u64,
     channel: Option<Channel>,
     barrier: Arc<Barrier>,
+    connecting: Arc<Semaphore>,
 ) -> Tally {
     let mut tally = Tally::new();
     let select = if spec.workload == Workload::SelectStar {
@@ -156,7 +175,15 @@ pub(crate) async fn worker(
     } else {
         SELECT_SQL
     };
-    let opened = Conn::open(&spec, &channel, select).await;
+    // At most CONNECTING connection setups at once (1,000 clients connecting in one burst
+    // would overflow listen backlogs and wait out SYN retransmits), and the wait for a turn
+    // within CONNECT_TIMEOUT too, so that the connecting phase is bounded as a whole.
+    let open = async {
+        let _turn = connecting.acquire().await.expect("never closed");
+        Conn::open(&spec, &channel, select).await
+    };
+    let opened = timeout(CONNECT_TIMEOUT, open).await;
+    let opened = opened.unwrap_or_else(|_| Err("no turn to connect in time".into()));
     let mut conn = opened
         .map_err(|e| tally.error(format!("connect: {e}")))
         .ok();
@@ -185,11 +212,19 @@ pub(crate) async fn worker(
         let mix = spec.workload == Workload::Mix && i % 5 == 4;
         let delta = mix.then(|| random(10_001) as i32 - 5000);
         let call = timeout(OP_TIMEOUT, conn.call(select, aid, delta)).await;
-        match call.unwrap_or_else(|_| Err("timed out".into())) {
-            Ok(()) if start >= from => tally.0.saturating_record(start.elapsed().as_nanos() as u64),
+        match call.unwrap_or_else(|_| Err("timed out".to_owned().into())) {
+            Ok(()) if start >= from => tally.0.push(start.elapsed().as_nanos() as u64),
             Ok(()) => {}
-            Err(e) => {
+            Err(Failure(e, retry)) => {
                 tally.error(e);
+                // As a client honouring RetryInfo would (at most MAX_RETRY_PAUSE, never past
+                // the window): rejected workers retrying at once would turn an overload into
+                // a storm of rejections that the run then measures instead. Every failed
+                // attempt still counts as an error.
+                if let Some(pause) = retry {
+                    let until = Instant::now() + pause.min(MAX_RETRY_PAUSE);
+                    sleep_until(until.min(to).into()).await;
+                }
                 if conn.broken() {
                     match Conn::open(&spec, &channel, select).await {
                         Ok(fresh) => *conn = fresh,
@@ -224,7 +259,7 @@ pub(crate) async fn measure(spec: Spec, started: Option<oneshot::Sender<()>>) ->
     let names = (workload.name(), target.name());
     eprintln!("compare: {} {} c={c}, {} s", names.0, names.1, spec.secs);
     let mut channels = Vec::new();
-    while target.grpc() && channels.len() < c.min(MAX_CHANNELS) {
+    while target.grpc() && channels.len() < channels_for(c) {
         let endpoint = Endpoint::from_shared(format!("http://{}", spec.endpoint)).expect("uri");
         let channel = timeout(CONNECT_TIMEOUT, endpoint.tcp_nodelay(true).connect()).await;
         channels.push(channel.expect("in time").expect("connect to pgsidecar"));
@@ -233,10 +268,12 @@ pub(crate) async fn measure(spec: Spec, started: Option<oneshot::Sender<()>>) ->
     // Connecting is not timed: the window starts when every worker has connected (or
     // failed to, within CONNECT_TIMEOUT).
     let barrier = Arc::new(Barrier::new(c + 1));
+    let connecting = Arc::new(Semaphore::new(CONNECTING));
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..c {
-        let channel = channels.get(w % MAX_CHANNELS.min(c)).cloned();
-        workers.spawn(worker(spec.clone(), w as u64 + 1, channel, barrier.clone()));
+        let channel = channels.get(w % channels.len().max(1)).cloned();
+        let (seed, barrier, connecting) = (w as u64 + 1, barrier.clone(), connecting.clone());
+        workers.spawn(worker(spec.clone(), seed, channel, barrier, connecting));
     }
     barrier.wait().await;
     let from = Instant::now() + WARMUP;
@@ -248,10 +285,10 @@ pub(crate) async fn measure(spec: Spec, started: Option<oneshot::Sender<()>>) ->
     }
     sleep_until(to.into()).await;
     let cpu1 = spec.cpu_pid.and_then(cpu_ticks);
-    let mut all = Tally::new();
+    let (mut all, mut hist) = (Tally::new(), histogram());
     let deadline = tokio::time::Instant::from_std(to) + OP_TIMEOUT + CONNECT_TIMEOUT;
     while let Ok(Some(tally)) = tokio::time::timeout_at(deadline, workers.join_next()).await {
-        all.merge(tally.expect("worker task"));
+        all.merge(tally.expect("worker task"), &mut hist);
     }
     if !workers.is_empty() {
         // Past every bound an operation has; should it happen, they count as failures.
@@ -260,7 +297,7 @@ pub(crate) async fn measure(spec: Spec, started: Option<oneshot::Sender<()>>) ->
         workers.abort_all();
     }
     let cache1 = sidecar_cache(channels.first()).await;
-    let queries = all.0.len();
+    let queries = hist.len();
     let clk = *CLK_TCK.get().expect("CLK_TCK") as f64;
     let cpu = cpu0.zip(cpu1).filter(|_| queries > 0);
     let cache = cache0.zip(cache1);
@@ -270,8 +307,8 @@ pub(crate) async fn measure(spec: Spec, started: Option<oneshot::Sender<()>>) ->
         concurrency: c,
         queries,
         qps: queries as f64 / spec.secs as f64,
-        p50_us: all.0.value_at_quantile(0.50) as f64 / 1000.0,
-        p99_us: all.0.value_at_quantile(0.99) as f64 / 1000.0,
+        p50_us: hist.value_at_quantile(0.50) as f64 / 1000.0,
+        p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
         errors: all.1,
         cpu_us_per_query: cpu.map(|(a, b)| (b - a) as f64 * 1e6 / clk / queries as f64),
         error_samples: all.2,

@@ -125,18 +125,29 @@ impl PgBouncer {
     pub(crate) fn start(dir: &Path, pg_port: u16, as_postgres: bool) -> PgBouncer {
         let (port, d) = (free_port(), dir.display());
         // auth_type = any: no passwords; the [databases] entry fixes the server-side user.
+        // Room for the most clients of any run (the table's largest concurrency) and a
+        // backlog that takes them all connecting at once.
+        let clients = BOUNCER_MAX_CLIENTS;
         let ini = format!(
             "[databases]\npostgres = host=127.0.0.1 port={pg_port} dbname=postgres user=postgres\n\
              [pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {d}\n\
              auth_type = any\npool_mode = transaction\ndefault_pool_size = {POOL}\n\
-             min_pool_size = {POOL}\nreserve_pool_size = 0\nmax_client_conn = 1000\n\
+             min_pool_size = {POOL}\nreserve_pool_size = 0\nmax_client_conn = {clients}\n\
+             listen_backlog = 4096\n\
              logfile = {d}/pgbouncer.log\npidfile = {d}/pgbouncer.pid\nlog_connections = 0\n\
              log_disconnections = 0\nignore_startup_parameters = extra_float_digits,options\n"
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).expect("write pgbouncer.ini");
-        let mut cmd = as_user(as_postgres, PGBOUNCER);
-        // -q: its messages go to the logfile only.
-        cmd.arg("-q").arg(dir.join("pgbouncer.ini"));
+        // PgBouncer does not raise its own open-files limit, and runuser's PAM session sets
+        // the soft limit back to 1024: a shell raises it (up to the hard limit) before exec,
+        // so that max_client_conn clients plus the pool fit. -q: messages go to the logfile.
+        let mut cmd = as_user(as_postgres, "sh");
+        let fds = BOUNCER_MAX_CLIENTS + 2 * POOL + 64;
+        let script = format!(
+            "ulimit -n {fds} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
+        );
+        cmd.args(["-c", &script, PGBOUNCER, "-q"])
+            .arg(dir.join("pgbouncer.ini"));
         cmd.stdin(Stdio::null()).stdout(Stdio::null());
         let child = cmd.spawn().expect("spawn pgbouncer");
         let mut bouncer = PgBouncer(child, 0, port);
@@ -171,6 +182,14 @@ pub(crate) struct Sidecar(pub(crate) Child, pub(crate) SocketAddr);
 impl Sidecar {
     /// Starts it with a pool of POOL backends and waits until they are all open.
     pub(crate) async fn start(url: &str, extra: &[&str]) -> Sidecar {
+        Sidecar::start_with(url, extra, &[]).await
+    }
+
+    /// As [`Sidecar::start`], with `env` added to its environment. Settings a binary may not
+    /// know yet go here rather than in `extra`: an unknown variable is ignored, an unknown
+    /// flag makes it exit. PGSIDECAR_PIPELINE_* from the bench's own environment are
+    /// removed first, so that a sidecar started without them runs with the defaults.
+    pub(crate) async fn start_with(url: &str, extra: &[&str], env: &[(&str, String)]) -> Sidecar {
         let n = POOL.to_string();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgsidecar"));
         cmd.args(["--database-url", url, "--grpc-addr", "127.0.0.1:0"])
@@ -193,10 +212,11 @@ impl Sidecar {
             .append(true)
             .open(path);
         let log = log.expect("open target/bench/pgsidecar.log");
-        let cmd = cmd
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::null())
-            .stderr(log);
+        cmd.env_remove("DATABASE_URL")
+            .env_remove(PIPELINE_CONNECTIONS)
+            .env_remove(PIPELINE_DEPTH);
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        let cmd = cmd.stdin(Stdio::null()).stderr(log);
         let cmd = cmd.stdout(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn pgsidecar");
         let (tx, rx) = std::sync::mpsc::channel();
@@ -241,6 +261,26 @@ impl Sidecar {
         }
         panic!("pgsidecar at {grpc} was not ready with {POOL} connections within 30 s");
     }
+}
+
+/// Whether this pgsidecar binary knows a flag (its `--help` names it): PGSIDECAR_PIPELINE_*
+/// take effect only in a binary that knows `--pipeline-connections`.
+pub(crate) fn sidecar_knows(flag: &str) -> bool {
+    let help = Command::new(env!("CARGO_BIN_EXE_pgsidecar"))
+        .arg("--help")
+        .stdin(Stdio::null())
+        .output();
+    help.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(flag))
+}
+
+/// A `/proc/<pid>/status` field in kB (VmHWM: peak resident set; VmRSS: resident now), as MiB.
+pub(crate) fn status_mib(pid: u32, key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?;
+    let kib: f64 = line.split_whitespace().next()?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 impl Drop for Sidecar {
