@@ -9,7 +9,8 @@
 //! and `docs/BENCHMARKS.md`. Every figure comes from that run.
 //! `cargo bench --bench compare`; `BENCH_SECONDS` sets the measured seconds per run (5);
 //! `BENCH_QUICK=1` runs the select workload, the 10,000-client run and a reduced sweep and
-//! prints the tables only.
+//! prints the tables only; `BENCH_PROFILE=1` runs pgsidecar at select c=32 only, for a
+//! profiler to attach to the pid it prints.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -299,6 +300,14 @@ pub(crate) async fn run(secs: u64) {
         }
     };
 
+    // BENCH_PROFILE: only pgsidecar pipelined, select c=32, for BENCH_SECONDS, its pid on
+    // stderr, so that `perf record -p` or `strace -c -p` can watch just that.
+    if std::env::var_os("BENCH_PROFILE").is_some() {
+        eprintln!("compare: profiling pgsidecar pid {}", sidecar.0.id());
+        let m = measure(spec(Target::Sidecar, Workload::Select, 32), None).await;
+        println!("\n{}", markdown(&HEADER, &table(&[m], &[]), 3));
+        return;
+    }
     let (mut runs, mut pgbench_runs) = (Vec::new(), Vec::new());
     let workloads: &[Workload] = if quick {
         &[Workload::Select]

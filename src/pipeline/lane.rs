@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::exec::InFlight;
 use super::statement::Ticket;
+use crate::exec::InFlight;
 use crate::pool::{Conn, LaneFigures, Lease, Object};
 
 /// A lane: the connection it shares now, if any, and whether one is being opened for it.
@@ -258,7 +258,12 @@ impl Held {
         let long = long.as_nanos() as u64;
         let since = self.head_since.load(Ordering::Relaxed);
         let running = crate::time::clock().saturating_sub(since);
-        running > long || self.service.load(Ordering::Relaxed).saturating_mul(depth as u64) > long
+        running > long
+            || self
+                .service
+                .load(Ordering::Relaxed)
+                .saturating_mul(depth as u64)
+                > long
     }
 
     /// Whether nothing was sent on it or answered for `long`.

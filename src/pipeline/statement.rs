@@ -6,7 +6,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -200,7 +200,12 @@ pub async fn run(
 }
 
 /// The statement's whole life on its lane; the place is given back when this ends.
-async fn execute(slot: Slot, request: Arc<QueryRequest>, limits: Limits, ticket: Arc<Ticket>) -> Ran {
+async fn execute(
+    slot: Slot,
+    request: Arc<QueryRequest>,
+    limits: Limits,
+    ticket: Arc<Ticket>,
+) -> Ran {
     let held = &slot.held;
     let spec = Spec {
         sql: &request.sql,
@@ -249,15 +254,19 @@ async fn send_and_read(
     };
     let (prepared, cached) = match crate::exec::prepare(conn, spec.sql).await {
         Ok(p) => p,
-        Err(e) => return (Err(not_run(crate::exec::explain(conn, e.into(), limits))), false),
+        Err(e) => {
+            return (
+                Err(not_run(crate::exec::explain(conn, e.into(), limits))),
+                false,
+            );
+        }
     };
     // Numbered and sent in one step: `start_prepared` puts the execution on the wire in
     // its first poll (and only a statement found stale waits before that).
     let mut start = std::pin::pin!(crate::exec::start_prepared(conn, prepared, cached, spec));
-    let first = std::future::poll_fn(|cx| {
-        Poll::Ready(held.number(ticket, || start.as_mut().poll(cx)))
-    })
-    .await;
+    let first =
+        std::future::poll_fn(|cx| Poll::Ready(held.number(ticket, || start.as_mut().poll(cx))))
+            .await;
     let started = match first {
         None => return (Err(not_run(Error::DeadlineExceeded { cause: None })), false),
         Some(Poll::Ready(started)) => started,

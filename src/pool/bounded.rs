@@ -31,7 +31,6 @@ pub(super) struct Counters {
     pub(super) failing_since: AtomicU64,
 }
 
-
 /// One deadpool pool with its name, sizes and counters.
 #[derive(Clone)]
 pub(super) struct Pool {
@@ -122,7 +121,10 @@ impl Pool {
         let lent = s.size.saturating_sub(s.available);
         let (held, busy) = self.lanes.as_ref().map_or((0, 0), |l| l.held_and_busy());
         let held = held.min(lent);
-        (lent - held + busy.min(held), s.available + held - busy.min(held))
+        (
+            lent - held + busy.min(held),
+            s.available + held - busy.min(held),
+        )
     }
 
     /// Active connections (see [`Pool::active_and_idle`]) as a percentage of the maximum.
@@ -160,7 +162,8 @@ impl Pool {
         match self.counters.failing_since.load(Ordering::Relaxed) {
             0 => false,
             since => {
-                crate::time::clock().saturating_sub(since) >= u64::try_from(long.as_nanos()).unwrap_or(u64::MAX)
+                crate::time::clock().saturating_sub(since)
+                    >= u64::try_from(long.as_nanos()).unwrap_or(u64::MAX)
             }
         }
     }

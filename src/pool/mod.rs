@@ -151,7 +151,10 @@ impl Pools {
 
     /// The figures of the connections the pipelined path holds, which it keeps up to date.
     pub fn lane_figures(&self) -> Arc<LaneFigures> {
-        self.primary.lanes.clone().expect("the primary pool has lane figures")
+        self.primary
+            .lanes
+            .clone()
+            .expect("the primary pool has lane figures")
     }
 
     /// Whether a request of this priority would be served by the reserve now.

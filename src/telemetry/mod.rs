@@ -140,7 +140,10 @@ fn describe() {
         PIPELINE_IN_FLIGHT,
         "Statements in flight on each connection the pipelined path holds"
     );
-    describe_counter!(PIPELINE_STATEMENTS, "Statements sent on a shared, pipelined connection");
+    describe_counter!(
+        PIPELINE_STATEMENTS,
+        "Statements sent on a shared, pipelined connection"
+    );
     describe_counter!(
         PIPELINE_OVERFLOW,
         "Pipelinable statements that took a leased connection instead, by reason"

@@ -102,7 +102,11 @@ async fn concurrent_queries_share_a_few_connections_and_the_switch_turns_it_off(
     }
     assert!(pids.len() > 2, "leased: {pids:?}");
     let s = status(&mut c.clone()).await;
-    assert!(s.pools[0].pipelined_in_flight.is_empty(), "{:?}", s.pools[0]);
+    assert!(
+        s.pools[0].pipelined_in_flight.is_empty(),
+        "{:?}",
+        s.pools[0]
+    );
     assert_eq!(pipelined(&leased).await, 0.0);
 }
 
@@ -134,10 +138,16 @@ async fn the_depth_cap_holds_and_figures_show_work_in_flight() {
         assert!(depths.iter().all(|d| *d <= 3), "over the cap: {depths:?}");
         most = most.max(depths.iter().copied().max().unwrap_or(0));
         let p = &s.pools[0];
-        assert!(p.active_connections + p.idle_connections == p.total_connections, "{p:?}");
+        assert!(
+            p.active_connections + p.idle_connections == p.total_connections,
+            "{p:?}"
+        );
     }
     load.await.expect("load");
-    assert!(most > 0, "statements were seen in flight on a shared connection");
+    assert!(
+        most > 0,
+        "statements were seen in flight on a shared connection"
+    );
     let scraped = scrape(&sidecar).await;
     assert!(
         scraped
@@ -158,7 +168,12 @@ async fn one_failing_statement_leaves_its_neighbours_untouched() {
         let mut c = c.clone();
         async move {
             let divisor = if i % 5 == 0 { 0 } else { i };
-            let r = query(&mut c, "SELECT (1000 * $1::int) / $2::int", vec![int(i), int(divisor)]).await;
+            let r = query(
+                &mut c,
+                "SELECT (1000 * $1::int) / $2::int",
+                vec![int(i), int(divisor)],
+            )
+            .await;
             (i, r)
         }
     });
@@ -172,7 +187,10 @@ async fn one_failing_statement_leaves_its_neighbours_untouched() {
             other => panic!("call {i}: {other:?}"),
         }
     }
-    assert!(pipelined(&sidecar).await >= before + 150.0, "they shared connections");
+    assert!(
+        pipelined(&sidecar).await >= before + 150.0,
+        "they shared connections"
+    );
 }
 
 #[tokio::test]
@@ -203,7 +221,10 @@ async fn a_deadline_behind_a_running_neighbour_is_answered_at_once_and_cancels_o
         started.elapsed()
     );
     let (r, took) = running.await.expect("join");
-    assert_eq!(int_of(&r.expect("the running neighbour is not cancelled")), 7);
+    assert_eq!(
+        int_of(&r.expect("the running neighbour is not cancelled")),
+        7
+    );
     assert!(took >= Duration::from_millis(450), "{took:?}");
     // Once it ran, the given-up statement was cancelled rather than left to sleep 5 s.
     let gone = eventually(Duration::from_secs(2), || {
@@ -213,7 +234,9 @@ async fn a_deadline_behind_a_running_neighbour_is_answered_at_once_and_cancels_o
     .await;
     assert!(gone, "the given-up statement was stopped in PostgreSQL");
     let mut c = c.clone();
-    let r = query(&mut c, "SELECT 1", vec![]).await.expect("still serving");
+    let r = query(&mut c, "SELECT 1", vec![])
+        .await
+        .expect("still serving");
     assert_eq!(int_of(&r), 1);
 }
 
@@ -284,16 +307,28 @@ async fn statement_timeout_caps_execution_not_time_queued_behind_others() {
     let took = started.elapsed();
     let err = long.await.expect("join").expect_err("statement_timeout");
     let (reason, meta) = error_info(&err);
-    assert_eq!(meta.get("sqlstate").map(String::as_str), Some("57014"), "{err:?}");
+    assert_eq!(
+        meta.get("sqlstate").map(String::as_str),
+        Some("57014"),
+        "{err:?}"
+    );
     assert!(
-        meta.get("message").is_some_and(|m| m.contains("statement timeout")),
+        meta.get("message")
+            .is_some_and(|m| m.contains("statement timeout")),
         "{reason}: {meta:?}"
     );
     // Either it waited behind the long one (the case this test is for) or it took a
     // leased connection; never did it fail.
     eprintln!("queued statement answered after {took:?}");
-    let resent = value(&scrape(&sidecar).await, "pgsidecar_pipeline_resent_total", &[]);
-    assert_eq!(resent, 0.0, "a statement timeout is not a neighbour's cancel");
+    let resent = value(
+        &scrape(&sidecar).await,
+        "pgsidecar_pipeline_resent_total",
+        &[],
+    );
+    assert_eq!(
+        resent, 0.0,
+        "a statement timeout is not a neighbour's cancel"
+    );
 }
 
 #[tokio::test]
@@ -330,14 +365,21 @@ async fn a_session_change_inside_a_function_takes_the_connection_out_of_sharing(
     );
     let scraped = scrape(&sidecar).await;
     assert_eq!(
-        value(&scraped, "pgsidecar_pipeline_connections_retired_total", &[]),
+        value(
+            &scraped,
+            "pgsidecar_pipeline_connections_retired_total",
+            &[]
+        ),
         1.0
     );
     // Reset, it may come back from the pool; either way statements are shared again.
     let before = pipelined(&sidecar).await;
     let again = join_all((0..8).map(|_| zone(c.clone()))).await;
     assert!(again.iter().all(|z| *z == original), "{again:?}");
-    assert!(pipelined(&sidecar).await > before, "the path took statements again");
+    assert!(
+        pipelined(&sidecar).await > before,
+        "the path took statements again"
+    );
     db.batch_execute(&format!("DROP FUNCTION {f}()"))
         .await
         .expect("drop");
@@ -376,16 +418,21 @@ async fn statements_re_prepare_after_ddl_under_pipelined_load() {
     let workers: Vec<_> = workers.collect();
     for n in 0..3 {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        db.batch_execute(&format!("ALTER TABLE {t} ADD COLUMN extra{n} int DEFAULT {n}"))
-            .await
-            .expect("ddl");
+        db.batch_execute(&format!(
+            "ALTER TABLE {t} ADD COLUMN extra{n} int DEFAULT {n}"
+        ))
+        .await
+        .expect("ddl");
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let mut total = 0;
     for w in workers {
         let (ok, failed) = w.await.expect("worker");
-        assert!(failed.is_empty(), "no statement failed across the DDL: {failed:?}");
+        assert!(
+            failed.is_empty(),
+            "no statement failed across the DDL: {failed:?}"
+        );
         total += ok;
     }
     assert!(total > 100, "{total} statements ran");
@@ -394,14 +441,19 @@ async fn statements_re_prepare_after_ddl_under_pipelined_load() {
         s.statement_cache.expect("cache").invalidations > 0,
         "stale statements were prepared afresh"
     );
-    let r = query(&mut c.clone(), &sql, vec![int(1)]).await.expect("after");
+    let r = query(&mut c.clone(), &sql, vec![int(1)])
+        .await
+        .expect("after");
     assert_eq!(r.columns.len(), 5, "the new columns are seen");
-    db.batch_execute(&format!("DROP TABLE {t}")).await.expect("drop");
+    db.batch_execute(&format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_shared_connection_loses_no_acknowledged_write_and_is_replaced() {
-    let (sidecar, app) = Sidecar::start_tagged_with("pipekill", 6, &["--pipeline-connections", "2"]);
+    let (sidecar, app) =
+        Sidecar::start_tagged_with("pipekill", 6, &["--pipeline-connections", "2"]);
     let c = sidecar.client().await;
     warmed(&sidecar, &c).await;
     let db = admin().await;
@@ -449,7 +501,11 @@ async fn a_killed_shared_connection_loses_no_acknowledged_write_and_is_replaced(
     // not retried): at most the depth of every connection killed, never the queue behind.
     assert!(failed <= 2 * 16 + 6, "{failed} writes failed");
     eprintln!("{} writes, {failed} failed after the kill", outcomes.len());
-    let r = query(&mut c.clone(), "SELECT 1", vec![]).await.expect("served");
+    let r = query(&mut c.clone(), "SELECT 1", vec![])
+        .await
+        .expect("served");
     assert_eq!(int_of(&r), 1);
-    db.batch_execute(&format!("DROP TABLE {t}")).await.expect("drop");
+    db.batch_execute(&format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
 }
