@@ -10,11 +10,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http_body::{Body, Frame};
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, histogram};
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
-use super::names;
+use super::{Memo, names};
 
 /// Adds gRPC server metrics to a service.
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,14 +38,13 @@ pub struct GrpcMetrics<S> {
 /// paths cannot grow the label set.
 #[derive(Clone, Copy)]
 struct Call {
-    kind: &'static str,
-    service: &'static str,
-    method: &'static str,
+    /// Its place in [`KNOWN`], or `KNOWN.len()` for any other path.
+    index: usize,
     start: Instant,
 }
 
-fn classify(path: &str) -> (&'static str, &'static str, &'static str) {
-    const KNOWN: &[(&str, &str, &str, &str)] = &[
+/// The methods with labels of their own: path, then kind, service and method labels.
+const KNOWN: &[(&str, &str, &str, &str)] = &[
         (
             "/dataaccess.v1.DataAccess/Query",
             "unary",
@@ -94,17 +93,41 @@ fn classify(path: &str) -> (&'static str, &'static str, &'static str) {
             "grpc.reflection.v1alpha.ServerReflection",
             "ServerReflectionInfo",
         ),
-    ];
+];
+/// Methods with labels of their own, and one for all others.
+const METHODS: usize = KNOWN.len() + 1;
+
+/// The place of `path` in [`KNOWN`], or `KNOWN.len()`.
+fn index_of(path: &str) -> usize {
     KNOWN
         .iter()
-        .find(|(p, ..)| *p == path)
+        .position(|(p, ..)| *p == path)
+        .unwrap_or(KNOWN.len())
+}
+
+/// The kind, service and method labels of a method's place.
+fn labels(index: usize) -> (&'static str, &'static str, &'static str) {
+    KNOWN
+        .get(index)
         .map(|&(_, kind, service, method)| (kind, service, method))
         .unwrap_or(("unary", "unknown", "unknown"))
 }
 
+#[cfg(test)]
+fn classify(path: &str) -> (&'static str, &'static str, &'static str) {
+    labels(index_of(path))
+}
+
+/// The handles of each method's metrics, made at its first call.
+static STARTED: Memo<Counter, METHODS> = Memo::new();
+static HANDLED: Memo<Counter, { METHODS * CODES }> = Memo::new();
+static SECONDS: Memo<Histogram, METHODS> = Memo::new();
+
+/// gRPC codes, OK to Unauthenticated.
+const CODES: usize = 17;
+
 /// gRPC code names as grpc-go prints them, which is what existing dashboards expect.
-fn code_name(code: i32) -> &'static str {
-    const NAMES: [&str; 17] = [
+const NAMES: [&str; CODES] = [
         "OK",
         "Canceled",
         "Unknown",
@@ -122,34 +145,45 @@ fn code_name(code: i32) -> &'static str {
         "Unavailable",
         "DataLoss",
         "Unauthenticated",
-    ];
-    usize::try_from(code)
-        .ok()
-        .and_then(|i| NAMES.get(i))
-        .copied()
-        .unwrap_or("Unknown")
+];
+
+/// A code's place in [`NAMES`]; anything else is Unknown (2).
+fn code_index(code: i32) -> usize {
+    usize::try_from(code).ok().filter(|i| *i < CODES).unwrap_or(2)
 }
 
+#[cfg(test)]
+fn code_name(code: i32) -> &'static str {
+    NAMES[code_index(code)]
+}
+
+/// Canceled: a call whose body was dropped before its trailers.
+const CANCELED: usize = 1;
+/// Unknown: a body that ended without trailers.
+const UNKNOWN: usize = 2;
+
 impl Call {
-    fn finish(self, code: &'static str) {
-        let Call {
-            kind,
-            service,
-            method,
-            start,
-        } = self;
-        counter!(names::GRPC_HANDLED, "grpc_type" => kind, "grpc_service" => service,
-            "grpc_method" => method, "grpc_code" => code)
-        .increment(1);
-        histogram!(names::GRPC_HANDLING_SECONDS, "grpc_type" => kind, "grpc_service" => service,
-            "grpc_method" => method)
-        .record(start.elapsed().as_secs_f64());
+    fn finish(self, code: usize) {
+        let Call { index, start } = self;
+        let (kind, service, method) = labels(index);
+        HANDLED
+            .get(index * CODES + code, || {
+                counter!(names::GRPC_HANDLED, "grpc_type" => kind, "grpc_service" => service,
+                    "grpc_method" => method, "grpc_code" => NAMES[code])
+            })
+            .increment(1);
+        SECONDS
+            .get(index, || {
+                histogram!(names::GRPC_HANDLING_SECONDS, "grpc_type" => kind,
+                    "grpc_service" => service, "grpc_method" => method)
+            })
+            .record(start.elapsed().as_secs_f64());
     }
 }
 
-fn status_of(headers: &http::HeaderMap) -> Option<&'static str> {
+fn status_of(headers: &http::HeaderMap) -> Option<usize> {
     let raw = headers.get("grpc-status")?.to_str().ok()?;
-    Some(code_name(raw.parse().unwrap_or(2)))
+    Some(code_index(raw.parse().unwrap_or(2)))
 }
 
 impl<S, B, RB> Service<http::Request<B>> for GrpcMetrics<S>
@@ -167,16 +201,18 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let (kind, service, method) = classify(req.uri().path());
+        let index = index_of(req.uri().path());
         let call = Call {
-            kind,
-            service,
-            method,
+            index,
             start: Instant::now(),
         };
-        counter!(names::GRPC_STARTED, "grpc_type" => kind, "grpc_service" => service,
-            "grpc_method" => method)
-        .increment(1);
+        STARTED
+            .get(index, || {
+                let (kind, service, method) = labels(index);
+                counter!(names::GRPC_STARTED, "grpc_type" => kind, "grpc_service" => service,
+                    "grpc_method" => method)
+            })
+            .increment(1);
         let fut = self.inner.call(req);
         Box::pin(async move {
             let response = fut.await?;
@@ -205,7 +241,7 @@ pin_project_lite::pin_project! {
     impl<B> PinnedDrop for MeteredBody<B> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(call) = this.project().pending.take() {
-                call.finish("Canceled");
+                call.finish(CANCELED);
             }
         }
     }
@@ -231,7 +267,7 @@ impl<B: Body> Body for MeteredBody<B> {
             }
             Poll::Ready(None) => {
                 if let Some(call) = this.pending.take() {
-                    call.finish("Unknown");
+                    call.finish(UNKNOWN);
                 }
             }
             _ => {}

@@ -19,6 +19,26 @@ pub use pipeline::{PipelineCounters, export_pipeline};
 use crate::config::{Config, LogFormat};
 use crate::proto::{PoolStats, StatementCacheStats};
 
+/// Metric handles made once per label set and kept, by the label set's place in a fixed
+/// table: the `counter!`/`histogram!` macros build and hash a key on every call, which the
+/// hot path would do several times per request.
+pub(crate) struct Memo<H, const N: usize>([OnceLock<H>; N]);
+
+impl<H, const N: usize> Memo<H, N> {
+    pub(crate) const fn new() -> Self {
+        Memo([const { OnceLock::new() }; N])
+    }
+
+    /// The handle at `index`, made by `make` the first time.
+    pub(crate) fn get(&self, index: usize, make: impl FnOnce() -> H) -> &H {
+        self.0[index].get_or_init(make)
+    }
+}
+
+/// The `rpc` and `pool` label values of statement metrics that get kept handles.
+const RPCS: [&str; 3] = ["Query", "StreamQuery", "Transaction"];
+const POOLS: [&str; 3] = ["primary", "failover", "none"];
+
 /// Metric names. Prometheus conventions: `pgsidecar_` prefix, base units, `_total` on
 /// counters; pool gauges follow pgbouncer-exporter's naming so dashboards feel familiar.
 pub mod names {
@@ -187,11 +207,27 @@ pub fn record_statement(
     took: Duration,
     slow: bool,
 ) {
+    static SECONDS: Memo<metrics::Histogram, { RPCS.len() * POOLS.len() * 2 }> = Memo::new();
+    static FAILED: Memo<metrics::Counter, { RPCS.len() }> = Memo::new();
+    let r = RPCS.iter().position(|n| *n == rpc);
+    let p = POOLS.iter().position(|n| *n == pool);
     let outcome = if ok { "ok" } else { "error" };
-    histogram!(names::QUERY_SECONDS, "rpc" => rpc, "pool" => pool, "outcome" => outcome)
-        .record(took.as_secs_f64());
+    match (r, p) {
+        (Some(r), Some(p)) => SECONDS
+            .get((r * POOLS.len() + p) * 2 + usize::from(ok), || {
+                histogram!(names::QUERY_SECONDS, "rpc" => rpc, "pool" => pool, "outcome" => outcome)
+            })
+            .record(took.as_secs_f64()),
+        _ => histogram!(names::QUERY_SECONDS, "rpc" => rpc, "pool" => pool, "outcome" => outcome)
+            .record(took.as_secs_f64()),
+    }
     if !ok {
-        counter!(names::QUERIES_FAILED, "rpc" => rpc).increment(1);
+        match r {
+            Some(r) => FAILED
+                .get(r, || counter!(names::QUERIES_FAILED, "rpc" => rpc))
+                .increment(1),
+            None => counter!(names::QUERIES_FAILED, "rpc" => rpc).increment(1),
+        }
     }
     if slow {
         counter!(names::QUERIES_SLOW).increment(1);

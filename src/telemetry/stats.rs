@@ -5,6 +5,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+/// Slow-statement log lines, at most 20 a second (the rest counted as `held_back`).
+static SLOW_LOG: crate::telemetry::LogGate = crate::telemetry::LogGate::new(20);
+
 use super::report;
 use crate::proto::{QueryStats, StatementStats};
 
@@ -91,14 +94,19 @@ impl Stats {
         let slow = latency >= self.slow_threshold;
         if slow {
             self.slow.fetch_add(1, Ordering::Relaxed);
-            // The fingerprint identifies the statement without its parameter values.
-            tracing::warn!(
-                rpc,
-                fingerprint = %crate::sql::fingerprint::fingerprint(sql),
-                duration_ms = latency.as_millis() as u64,
-                ok,
-                "slow statement"
-            );
+            // Under overload every statement is slow (its wait counts): a line each would
+            // cost the sidecar more than the statements. The counter keeps them all.
+            if let Some(held_back) = SLOW_LOG.admit() {
+                // The fingerprint identifies the statement without its parameter values.
+                tracing::warn!(
+                    rpc,
+                    fingerprint = %crate::sql::fingerprint::fingerprint(sql),
+                    duration_ms = latency.as_millis() as u64,
+                    ok,
+                    held_back,
+                    "slow statement"
+                );
+            }
         }
         crate::telemetry::record_statement(rpc, pool, ok, latency, slow);
         self.report
