@@ -43,6 +43,8 @@ struct Inner {
     places: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
+    /// Told when the waiters should stop waiting (see [`Inner::watch`]).
+    stuck: tokio::sync::Notify,
     connection_timeout: Duration,
     max_lifetime: Option<Duration>,
     counters: Arc<Counters>,
@@ -84,6 +86,9 @@ impl Drop for Waiting<'_> {
 /// connections would not cure.
 const STALLED_AFTER: Duration = Duration::from_millis(100);
 
+/// How often the watchdog looks whether waiters should go to the leased path.
+const WATCH_EVERY: Duration = Duration::from_millis(20);
+
 /// After a lane could not get a connection, the wait before it tries again.
 const REFILL_PAUSE: Duration = Duration::from_millis(250);
 
@@ -105,6 +110,7 @@ impl Pipeline {
             places: Arc::new(Semaphore::new(lanes * depth)),
             waiting: AtomicUsize::new(0),
             max_waiting: config.pool_max_waiting as usize,
+            stuck: tokio::sync::Notify::new(),
             connection_timeout: config.connection_timeout,
             max_lifetime: config.max_lifetime,
             counters: Arc::default(),
@@ -116,12 +122,14 @@ impl Pipeline {
         self.0.is_some()
     }
 
-    /// Opens the lanes' connections (at start, after the pools' prewarm).
+    /// Opens the lanes' connections and starts their watchdog (at start, after the pools'
+    /// prewarm).
     pub fn fill(&self) {
         if let Some(inner) = &self.0 {
             for lane in 0..inner.lanes.len() {
                 inner.refill(lane);
             }
+            tokio::spawn(inner.clone().watch());
         }
     }
 
@@ -240,34 +248,40 @@ impl Inner {
             Counters::bump(&self.counters.overflow_queue_full);
             return Ok(None);
         }
+        if !self.moving() {
+            Counters::bump(&self.counters.overflow_no_lane);
+            return Ok(None);
+        }
         let timeout_at = started + self.connection_timeout;
         let until = deadline.map_or(timeout_at, |d| d.min(timeout_at));
         let pool = "primary";
-        // One acquire throughout, so the place in the FIFO is kept while lanes are checked.
-        let mut acquire = std::pin::pin!(self.places.clone().acquire_owned());
-        loop {
-            let check_at = (Instant::now() + STALLED_AFTER).min(until);
-            match tokio::time::timeout_at(check_at.into(), &mut acquire).await {
-                Ok(Ok(permit)) => return Ok(Some(permit)),
-                Ok(Err(_closed)) => return Err(PoolError::Closed { pool }),
-                Err(_) if check_at < until => {
-                    if !self.moving() {
-                        Counters::bump(&self.counters.overflow_no_lane);
-                        return Ok(None);
-                    }
-                }
-                Err(_) if until < timeout_at => {
-                    return Err(PoolError::DeadlineExceeded {
-                        pool,
-                        waited: started.elapsed(),
-                    });
-                }
-                Err(_) => {
-                    return Err(PoolError::Exhausted {
-                        pool,
-                        waited: started.elapsed(),
-                    });
-                }
+        tokio::select! {
+            biased;
+            permit = self.places.clone().acquire_owned() => match permit {
+                Ok(permit) => Ok(Some(permit)),
+                Err(_closed) => Err(PoolError::Closed { pool }),
+            },
+            // The watchdog saw every lane stop moving: waiting here would be waiting for the
+            // long statements they run.
+            _ = self.stuck.notified() => {
+                Counters::bump(&self.counters.overflow_no_lane);
+                Ok(None)
+            }
+            _ = tokio::time::sleep_until(until.into()) => match until < timeout_at {
+                true => Err(PoolError::DeadlineExceeded { pool, waited: started.elapsed() }),
+                false => Err(PoolError::Exhausted { pool, waited: started.elapsed() }),
+            },
+        }
+    }
+
+    /// Every [`WATCH_EVERY`] while the path is open: if statements wait for a place and no
+    /// lane is moving, they are sent to the leased path. One task looks, so that thousands
+    /// of waiters need no timers of their own.
+    async fn watch(self: Arc<Self>) {
+        while !self.places.is_closed() {
+            tokio::time::sleep(WATCH_EVERY).await;
+            if self.waiting.load(Ordering::Relaxed) > 0 && !self.moving() {
+                self.stuck.notify_waiters();
             }
         }
     }
