@@ -248,22 +248,20 @@ impl Held {
         }
     }
 
-    /// Whether a statement given to it behind `depth` others would wait longer than
-    /// `long`: the one running has run that long already, or that many at their recent
-    /// pace would take that long. A lane with nothing in flight never waits.
-    pub(super) fn slow(&self, depth: usize, long: Duration) -> bool {
+    /// How long a statement given to it now, behind `depth` others, can expect to wait:
+    /// what the one running has run so far (a statement that has run long tends to run
+    /// longer), plus the rest at the recent pace of answers. Nothing in flight, no wait.
+    pub(super) fn expected_wait(&self, depth: usize) -> Duration {
         if depth == 0 {
-            return false;
+            return Duration::ZERO;
         }
-        let long = long.as_nanos() as u64;
         let since = self.head_since.load(Ordering::Relaxed);
         let running = crate::time::clock().saturating_sub(since);
-        running > long
-            || self
-                .service
-                .load(Ordering::Relaxed)
-                .saturating_mul(depth as u64)
-                > long
+        let queued = self
+            .service
+            .load(Ordering::Relaxed)
+            .saturating_mul(depth as u64);
+        Duration::from_nanos(running.saturating_add(queued))
     }
 
     /// Whether nothing was sent on it or answered for `long`.

@@ -7,7 +7,8 @@
 //! Admission: a place on the lanes (`PGSIDECAR_PIPELINE_CONNECTIONS` ×
 //! `PGSIDECAR_PIPELINE_DEPTH`), taken in FIFO order by at most `DB_POOL_MAX_WAITING`
 //! waiters, each waiting no longer than its deadline or the connection timeout; then the
-//! lane with the fewest statements in flight whose queue is short in time. A statement that
+//! lane where it would wait least (what the statement running there has run so far, plus
+//! the others in flight at the recent pace of answers). A statement that
 //! finds no lane fit to take it (none open yet, every one slow behind long statements, the
 //! queue full, critical work that finds no place free at once or that the primary is too
 //! busy for) takes the leased path instead, routed as before.
@@ -291,22 +292,25 @@ impl Inner {
         let now = Instant::now();
         self.lanes.iter().enumerate().any(|(i, lane)| {
             lane.fit(now)
-                .is_some_and(|held| !held.slow(self.figures.depth(i), STALLED_AFTER))
+                .is_some_and(|held| held.expected_wait(self.figures.depth(i)) <= STALLED_AFTER)
         })
     }
 
-    /// The open, fit lane with the fewest statements in flight, with a place taken on it.
+    /// The open, fit lane where a new statement would wait least (the fewest in flight on
+    /// a tie), with a place taken on it; none if every lane is full or would keep it waiting
+    /// [`STALLED_AFTER`].
     fn pick(self: &Arc<Self>, now: Instant) -> Option<(usize, Arc<Held>)> {
-        let mut best: Option<(usize, usize, Arc<Held>)> = None;
+        let mut best: Option<(usize, (Duration, usize), Arc<Held>)> = None;
         for (i, lane) in self.lanes.iter().enumerate() {
             let Some(held) = lane.fit(now) else {
                 self.refill(i);
                 continue;
             };
             let depth = self.figures.depth(i);
-            let better = best.as_ref().is_none_or(|(_, d, _)| depth < *d);
-            if better && depth < self.depth && !held.slow(depth, STALLED_AFTER) {
-                best = Some((i, depth, held));
+            let score = (held.expected_wait(depth), depth);
+            let better = best.as_ref().is_none_or(|(_, b, _)| score < *b);
+            if better && depth < self.depth && score.0 <= STALLED_AFTER {
+                best = Some((i, score, held));
             }
         }
         let (lane, _, held) = best?;

@@ -45,54 +45,54 @@ struct Call {
 
 /// The methods with labels of their own: path, then kind, service and method labels.
 const KNOWN: &[(&str, &str, &str, &str)] = &[
-        (
-            "/dataaccess.v1.DataAccess/Query",
-            "unary",
-            "dataaccess.v1.DataAccess",
-            "Query",
-        ),
-        (
-            "/dataaccess.v1.DataAccess/StreamQuery",
-            "server_stream",
-            "dataaccess.v1.DataAccess",
-            "StreamQuery",
-        ),
-        (
-            "/dataaccess.v1.DataAccess/Transaction",
-            "bidi_stream",
-            "dataaccess.v1.DataAccess",
-            "Transaction",
-        ),
-        (
-            "/dataaccess.v1.DataAccess/PoolStatus",
-            "unary",
-            "dataaccess.v1.DataAccess",
-            "PoolStatus",
-        ),
-        (
-            "/grpc.health.v1.Health/Check",
-            "unary",
-            "grpc.health.v1.Health",
-            "Check",
-        ),
-        (
-            "/grpc.health.v1.Health/Watch",
-            "server_stream",
-            "grpc.health.v1.Health",
-            "Watch",
-        ),
-        (
-            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-            "bidi_stream",
-            "grpc.reflection.v1.ServerReflection",
-            "ServerReflectionInfo",
-        ),
-        (
-            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-            "bidi_stream",
-            "grpc.reflection.v1alpha.ServerReflection",
-            "ServerReflectionInfo",
-        ),
+    (
+        "/dataaccess.v1.DataAccess/Query",
+        "unary",
+        "dataaccess.v1.DataAccess",
+        "Query",
+    ),
+    (
+        "/dataaccess.v1.DataAccess/StreamQuery",
+        "server_stream",
+        "dataaccess.v1.DataAccess",
+        "StreamQuery",
+    ),
+    (
+        "/dataaccess.v1.DataAccess/Transaction",
+        "bidi_stream",
+        "dataaccess.v1.DataAccess",
+        "Transaction",
+    ),
+    (
+        "/dataaccess.v1.DataAccess/PoolStatus",
+        "unary",
+        "dataaccess.v1.DataAccess",
+        "PoolStatus",
+    ),
+    (
+        "/grpc.health.v1.Health/Check",
+        "unary",
+        "grpc.health.v1.Health",
+        "Check",
+    ),
+    (
+        "/grpc.health.v1.Health/Watch",
+        "server_stream",
+        "grpc.health.v1.Health",
+        "Watch",
+    ),
+    (
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "bidi_stream",
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+    ),
+    (
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "bidi_stream",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+    ),
 ];
 /// Methods with labels of their own, and one for all others.
 const METHODS: usize = KNOWN.len() + 1;
@@ -128,28 +128,31 @@ const CODES: usize = 17;
 
 /// gRPC code names as grpc-go prints them, which is what existing dashboards expect.
 const NAMES: [&str; CODES] = [
-        "OK",
-        "Canceled",
-        "Unknown",
-        "InvalidArgument",
-        "DeadlineExceeded",
-        "NotFound",
-        "AlreadyExists",
-        "PermissionDenied",
-        "ResourceExhausted",
-        "FailedPrecondition",
-        "Aborted",
-        "OutOfRange",
-        "Unimplemented",
-        "Internal",
-        "Unavailable",
-        "DataLoss",
-        "Unauthenticated",
+    "OK",
+    "Canceled",
+    "Unknown",
+    "InvalidArgument",
+    "DeadlineExceeded",
+    "NotFound",
+    "AlreadyExists",
+    "PermissionDenied",
+    "ResourceExhausted",
+    "FailedPrecondition",
+    "Aborted",
+    "OutOfRange",
+    "Unimplemented",
+    "Internal",
+    "Unavailable",
+    "DataLoss",
+    "Unauthenticated",
 ];
 
 /// A code's place in [`NAMES`]; anything else is Unknown (2).
 fn code_index(code: i32) -> usize {
-    usize::try_from(code).ok().filter(|i| *i < CODES).unwrap_or(2)
+    usize::try_from(code)
+        .ok()
+        .filter(|i| *i < CODES)
+        .unwrap_or(2)
 }
 
 #[cfg(test)]
