@@ -10,6 +10,10 @@ use super::statement::Ticket;
 use crate::exec::InFlight;
 use crate::pool::{Conn, LaneFigures, Lease, Object};
 
+/// A running statement that has run this long counts in a lane's expected wait: point
+/// queries answer in tens of microseconds, so one running for a millisecond is a long one.
+const LONG_RUNNING: Duration = Duration::from_millis(1);
+
 /// A lane: the connection it shares now, if any, and whether one is being opened for it.
 #[derive(Default)]
 pub(super) struct Lane {
@@ -249,14 +253,20 @@ impl Held {
     }
 
     /// How long a statement given to it now, behind `depth` others, can expect to wait:
-    /// what the one running has run so far (a statement that has run long tends to run
-    /// longer), plus the rest at the recent pace of answers. Nothing in flight, no wait.
+    /// those in flight at the recent pace of answers, plus, once the one running has run
+    /// [`LONG_RUNNING`], what it has run so far (a statement that has run long tends to run
+    /// longer). Below that, when the next answer comes is noise, which would only unbalance
+    /// the lanes. Nothing in flight, no wait.
     pub(super) fn expected_wait(&self, depth: usize) -> Duration {
         if depth == 0 {
             return Duration::ZERO;
         }
         let since = self.head_since.load(Ordering::Relaxed);
         let running = crate::time::clock().saturating_sub(since);
+        let running = match running > LONG_RUNNING.as_nanos() as u64 {
+            true => running,
+            false => 0,
+        };
         let queued = self
             .service
             .load(Ordering::Relaxed)
