@@ -9,9 +9,10 @@
 //! waiters, each waiting no longer than its deadline or the connection timeout; then the
 //! lane where it would wait least (what the statement running there has run so far, plus
 //! the others in flight at the recent pace of answers). A statement that
-//! finds no lane fit to take it (none open yet, every one slow behind long statements, the
-//! queue full, critical work that finds no place free at once or that the primary is too
-//! busy for) takes the leased path instead, routed as before.
+//! finds no lane fit to take it (none open yet, every one slow behind long statements while
+//! the primary has a connection free, the queue full, critical work that finds no place
+//! free at once or that the primary is too busy for) takes the leased path instead, routed
+//! as before.
 
 mod lane;
 mod statement;
@@ -287,8 +288,13 @@ impl Inner {
         }
     }
 
-    /// Whether some lane is open and getting through its statements.
+    /// Whether waiting for a place is better than taking the leased path: some lane is
+    /// open and getting through its statements, or the primary pool has no connection free
+    /// (the leased path would wait too).
     fn moving(&self) -> bool {
+        if !self.pools.primary_has_room() {
+            return true;
+        }
         let now = Instant::now();
         self.lanes.iter().enumerate().any(|(i, lane)| {
             lane.fit(now)
@@ -297,8 +303,8 @@ impl Inner {
     }
 
     /// The open, fit lane where a new statement would wait least (the fewest in flight on
-    /// a tie), with a place taken on it; none if every lane is full or would keep it waiting
-    /// [`STALLED_AFTER`].
+    /// a tie), with a place taken on it; none if every lane is full, or would keep it
+    /// waiting [`STALLED_AFTER`] while the primary has a connection free.
     fn pick(self: &Arc<Self>, now: Instant) -> Option<(usize, Arc<Held>)> {
         let mut best: Option<(usize, (Duration, usize), Arc<Held>)> = None;
         for (i, lane) in self.lanes.iter().enumerate() {
@@ -309,11 +315,15 @@ impl Inner {
             let depth = self.figures.depth(i);
             let score = (held.expected_wait(depth), depth);
             let better = best.as_ref().is_none_or(|(_, b, _)| score < *b);
-            if better && depth < self.depth && score.0 <= STALLED_AFTER {
+            if better && depth < self.depth {
                 best = Some((i, score, held));
             }
         }
-        let (lane, _, held) = best?;
+        let (lane, (wait, _), held) = best?;
+        // A slow lane still beats waiting for a leased connection when none is free.
+        if wait > STALLED_AFTER && self.pools.primary_has_room() {
+            return None;
+        }
         self.figures.enter(lane, self.depth).then_some((lane, held))
     }
 

@@ -157,6 +157,13 @@ impl Pools {
             .expect("the primary pool has lane figures")
     }
 
+    /// Whether the primary pool could lend a connection now without a wait: one is idle,
+    /// or it may open another.
+    pub fn primary_has_room(&self) -> bool {
+        let s = self.primary.inner.status();
+        s.available > 0 || s.size < s.max_size
+    }
+
     /// Whether a request of this priority would be served by the reserve now.
     pub fn sends_to_reserve(&self, priority: Priority) -> bool {
         priority == Priority::Critical
