@@ -203,7 +203,7 @@ fn spawn_pool_tasks(
             Ok(n) => tracing::info!(connections = n, "pools prewarmed"),
             Err(e) => tracing::warn!(error = %e, "prewarm failed; will keep probing"),
         }
-        filler.fill();
+        filler.fill().await;
         health.run_probe(pools_, interval, stop).await;
     });
     // Often enough that an idle timeout is honoured within about a second of its due.

@@ -261,8 +261,7 @@ impl Held {
         if depth == 0 {
             return Duration::ZERO;
         }
-        let since = self.head_since.load(Ordering::Relaxed);
-        let running = crate::time::clock().saturating_sub(since);
+        let running = self.running().as_nanos() as u64;
         let running = match running > LONG_RUNNING.as_nanos() as u64 {
             true => running,
             false => 0,
@@ -272,6 +271,13 @@ impl Held {
             .load(Ordering::Relaxed)
             .saturating_mul(depth as u64);
         Duration::from_nanos(running.saturating_add(queued))
+    }
+
+    /// How long the statement PostgreSQL runs now has run, as far as we know: since the
+    /// last answer, or since it was sent to an idle connection.
+    pub(super) fn running(&self) -> Duration {
+        let since = self.head_since.load(Ordering::Relaxed);
+        Duration::from_nanos(crate::time::clock().saturating_sub(since))
     }
 
     /// Whether nothing was sent on it or answered for `long`.

@@ -124,15 +124,22 @@ impl Pipeline {
         self.0.is_some()
     }
 
-    /// Opens the lanes' connections and starts their watchdog (at start, after the pools'
-    /// prewarm).
-    pub fn fill(&self) {
-        if let Some(inner) = &self.0 {
-            for lane in 0..inner.lanes.len() {
-                inner.refill(lane);
+    /// Gives the lanes their connections and starts their watchdog: at start, after the
+    /// pools' prewarm and before readiness, so that a ready sidecar shares from its first
+    /// request. A lane that gets none now is refilled when statements come.
+    pub async fn fill(&self) {
+        let Some(inner) = &self.0 else {
+            return;
+        };
+        for lane in inner.lanes.iter() {
+            if lane.start_refill() {
+                match inner.pools.acquire_lane().await {
+                    Ok(lease) => lane.put(inner.held(lease)),
+                    Err(_) => lane.end_refill(),
+                }
             }
-            tokio::spawn(inner.clone().watch());
         }
+        tokio::spawn(inner.clone().watch());
     }
 
     /// The counters, when the path is on.
@@ -302,29 +309,41 @@ impl Inner {
         })
     }
 
-    /// The open, fit lane where a new statement would wait least (the fewest in flight on
-    /// a tie), with a place taken on it; none if every lane is full, or would keep it
-    /// waiting [`STALLED_AFTER`] while the primary has a connection free.
+    /// The open, fit lane where a new statement would wait least (on a tie, the fewest in
+    /// flight, then the one whose running statement started last: the surest to be short),
+    /// with a place taken on it; none if every lane is full, or would keep it waiting
+    /// [`STALLED_AFTER`] while the primary has a connection free.
     fn pick(self: &Arc<Self>, now: Instant) -> Option<(usize, Arc<Held>)> {
-        let mut best: Option<(usize, (Duration, usize), Arc<Held>)> = None;
+        let mut best: Option<(usize, (Duration, usize, Duration), Arc<Held>)> = None;
         for (i, lane) in self.lanes.iter().enumerate() {
             let Some(held) = lane.fit(now) else {
                 self.refill(i);
                 continue;
             };
             let depth = self.figures.depth(i);
-            let score = (held.expected_wait(depth), depth);
+            let running = if depth == 0 {
+                Duration::ZERO
+            } else {
+                held.running()
+            };
+            let score = (held.expected_wait(depth), depth, running);
             let better = best.as_ref().is_none_or(|(_, b, _)| score < *b);
             if better && depth < self.depth {
                 best = Some((i, score, held));
             }
         }
-        let (lane, (wait, _), held) = best?;
+        let (lane, (wait, ..), held) = best?;
         // A slow lane still beats waiting for a leased connection when none is free.
         if wait > STALLED_AFTER && self.pools.primary_has_room() {
             return None;
         }
         self.figures.enter(lane, self.depth).then_some((lane, held))
+    }
+
+    /// A lane's hold on `lease`.
+    fn held(&self, lease: crate::pool::Lease) -> Held {
+        let retire_at = self.max_lifetime.map(|l| Instant::now() + l);
+        Held::new(lease, self.figures.clone(), retire_at)
     }
 
     /// Gives `lane` a connection in the background, unless it is already getting one.
@@ -334,18 +353,11 @@ impl Inner {
         }
         let inner = self.clone();
         tokio::spawn(async move {
-            let got = inner
-                .pools
-                .acquire_lane(Instant::now() + inner.connection_timeout)
-                .await;
+            let got = inner.pools.acquire_lane().await;
             match got {
                 // Closed meanwhile: the connection goes straight back.
                 Ok(_) if inner.places.is_closed() => {}
-                Ok(lease) => {
-                    let retire_at = inner.max_lifetime.map(|l| Instant::now() + l);
-                    let held = Held::new(lease, inner.figures.clone(), retire_at);
-                    inner.lanes[lane].put(held);
-                }
+                Ok(lease) => inner.lanes[lane].put(inner.held(lease)),
                 Err(e) => {
                     tracing::debug!(lane, error = %e, "no connection for a pipelined lane yet");
                     tokio::time::sleep(REFILL_PAUSE).await;

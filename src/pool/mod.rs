@@ -218,9 +218,14 @@ impl Pools {
     }
 
     /// Lends a primary connection to the pipelined path, which holds it for as long as it
-    /// stays fit to share.
-    pub async fn acquire_lane(&self, deadline: Instant) -> Result<Lease, PoolError> {
-        self.acquire_from(&self.primary, Some(deadline)).await
+    /// stays fit to share: only one that is idle or newly opened, never one a waiting
+    /// request would get, so that the lanes never starve leased work of a small pool.
+    pub async fn acquire_lane(&self) -> Result<Lease, PoolError> {
+        let lease = self.primary.lend_now(self.connection_timeout).await;
+        if lease.is_ok() {
+            self.primary.reached();
+        }
+        lease
     }
 
     /// Lends a connection for a transaction, held for the life of its stream: routed as

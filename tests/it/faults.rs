@@ -363,6 +363,13 @@ async fn graceful_shutdown_under_load_flips_health_drains_and_rolls_back() {
         .expect("create");
     let mut sidecar = Sidecar::start(&["--shutdown-grace", "3000"]);
     let channel = channel(sidecar.grpc).await;
+    // Traffic starts once the sidecar is ready, as behind a readiness probe: its pipelined
+    // connections are open by then.
+    let ready = eventually(Duration::from_secs(10), || async {
+        readiness(&channel).await == ServingStatus::Serving
+    })
+    .await;
+    assert!(ready, "ready");
     // Liveness watched from before the signal: it must say NOT_SERVING before anything fails.
     let mut watch = HealthClient::new(channel.clone())
         .watch(HealthCheckRequest {
