@@ -88,6 +88,10 @@ impl Drop for Waiting<'_> {
 /// connections would not cure.
 const STALLED_AFTER: Duration = Duration::from_millis(100);
 
+/// How a lane ranks for a new statement, least first: its expected wait, the statements in
+/// flight, how long the one running has run.
+type Score = (Duration, usize, Duration);
+
 /// How often the watchdog looks whether waiters should go to the leased path.
 const WATCH_EVERY: Duration = Duration::from_millis(20);
 
@@ -314,7 +318,7 @@ impl Inner {
     /// with a place taken on it; none if every lane is full, or would keep it waiting
     /// [`STALLED_AFTER`] while the primary has a connection free.
     fn pick(self: &Arc<Self>, now: Instant) -> Option<(usize, Arc<Held>)> {
-        let mut best: Option<(usize, (Duration, usize, Duration), Arc<Held>)> = None;
+        let mut best: Option<(usize, Score, Arc<Held>)> = None;
         for (i, lane) in self.lanes.iter().enumerate() {
             let Some(held) = lane.fit(now) else {
                 self.refill(i);
