@@ -153,18 +153,6 @@ impl Pool {
         self.lend(&timeouts, started).await
     }
 
-    /// A connection only if one is idle or the pool may open another: never one a waiting
-    /// request would get next. For holders that should not compete with requests (the
-    /// pipelined path's lanes).
-    pub(super) async fn lend_now(&self, connect_timeout: Duration) -> Result<Lease, PoolError> {
-        let timeouts = Timeouts {
-            wait: Some(Duration::ZERO),
-            create: Some(connect_timeout),
-            recycle: Some(connect_timeout),
-        };
-        self.lend(&timeouts, Instant::now()).await
-    }
-
     async fn lend(&self, timeouts: &Timeouts, started: Instant) -> Result<Lease, PoolError> {
         let pool = self.name;
         let conn = self

@@ -218,14 +218,11 @@ impl Pools {
     }
 
     /// Lends a primary connection to the pipelined path, which holds it for as long as it
-    /// stays fit to share: only one that is idle or newly opened, never one a waiting
-    /// request would get, so that the lanes never starve leased work of a small pool.
+    /// stays fit to share. It waits in the pool's queue like any request (at most the
+    /// connection timeout), so that under saturation a lane still gets its turn.
     pub async fn acquire_lane(&self) -> Result<Lease, PoolError> {
-        let lease = self.primary.lend_now(self.connection_timeout).await;
-        if lease.is_ok() {
-            self.primary.reached();
-        }
-        lease
+        let deadline = Instant::now() + self.connection_timeout;
+        self.acquire_from(&self.primary, Some(deadline)).await
     }
 
     /// Lends a connection for a transaction, held for the life of its stream: routed as
