@@ -26,6 +26,18 @@ pub(crate) fn leading_words(sql: &str, limit: usize) -> Vec<String> {
         .collect()
 }
 
+/// The first `N` leading words as written (no allocation), skipping comments and
+/// parentheses; the first token that is not a word ends them, and missing ones are empty.
+/// Compare them with `eq_ignore_ascii_case`.
+pub(crate) fn leading<const N: usize>(sql: &str) -> [&str; N] {
+    let mut words = [""; N];
+    let found = opening(sql).take_while(|t| t.kind == Kind::Word).take(N);
+    for (slot, t) in words.iter_mut().zip(found) {
+        *slot = t.text;
+    }
+    words
+}
+
 /// The first word, as written (no allocation), skipping comments and parentheses; empty
 /// when the statement does not start with a word.
 pub(crate) fn first_word(sql: &str) -> &str {

@@ -9,7 +9,7 @@
 //! by resetting always (`PGSIDECAR_RESET_ALWAYS`).
 
 use super::lexer::{Kind, tokens};
-use super::{first_word, leading_words};
+use super::{first_word, leading, leading_words};
 
 /// Function names whose call leaves state in the session.
 const SESSION_FUNCTIONS: &[&str] = &[
@@ -20,22 +20,32 @@ const SESSION_FUNCTIONS: &[&str] = &[
     "dblink_connect",
 ];
 
-/// Whether running `sql` in autocommit may leave state behind in the session.
+/// Whether running `sql` in autocommit may leave state behind in the session. Runs on
+/// every Query (it decides whether the statement may share a connection), so it allocates
+/// nothing.
 pub fn may_change_session(sql: &str) -> bool {
-    let words = leading_words(sql, 3);
-    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-    let by_command = match word(0) {
+    let [first, second, third] = leading::<3>(sql);
+    let is = |word: &str, any: &[&str]| any.iter().any(|w| word.eq_ignore_ascii_case(w));
+    const TEMP: &[&str] = &["TEMP", "TEMPORARY"];
+    let by_command = if first.eq_ignore_ascii_case("SET") {
         // SET LOCAL and SET TRANSACTION end with the statement's own transaction.
-        "SET" => !matches!(word(1), "LOCAL" | "TRANSACTION"),
-        "RESET" | "LISTEN" | "PREPARE" | "DEALLOCATE" | "DECLARE" | "LOAD" | "DO" | "CALL" => true,
-        "CREATE" => {
-            matches!(word(1), "TEMP" | "TEMPORARY")
-                || matches!(
-                    (word(1), word(2)),
-                    ("LOCAL" | "GLOBAL", "TEMP" | "TEMPORARY")
-                )
-        }
-        _ => false,
+        !is(second, &["LOCAL", "TRANSACTION"])
+    } else if first.eq_ignore_ascii_case("CREATE") {
+        is(second, TEMP) || (is(second, &["LOCAL", "GLOBAL"]) && is(third, TEMP))
+    } else {
+        is(
+            first,
+            &[
+                "RESET",
+                "LISTEN",
+                "PREPARE",
+                "DEALLOCATE",
+                "DECLARE",
+                "LOAD",
+                "DO",
+                "CALL",
+            ],
+        )
     };
     by_command || mentions_session_state(sql)
 }
@@ -73,9 +83,15 @@ fn mentions_session_state(sql: &str) -> bool {
     tokens(sql).any(|t| match t.kind {
         Kind::Word if t.text.eq_ignore_ascii_case("temp") => true,
         Kind::Word if t.text.eq_ignore_ascii_case("temporary") => true,
-        Kind::Word | Kind::QuotedIdent | Kind::String => {
-            let lower = t.text.to_ascii_lowercase();
-            lower.contains("pg_temp") || SESSION_FUNCTIONS.iter().any(|f| lower.contains(f))
+        // Every name looked for has an underscore: most tokens are passed over at once.
+        Kind::Word | Kind::QuotedIdent | Kind::String if t.text.contains('_') => {
+            let has = |name: &str| {
+                t.text
+                    .as_bytes()
+                    .windows(name.len())
+                    .any(|w| w.eq_ignore_ascii_case(name.as_bytes()))
+            };
+            has("pg_temp") || SESSION_FUNCTIONS.iter().any(|f| has(f))
         }
         _ => false,
     })
