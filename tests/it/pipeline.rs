@@ -252,6 +252,70 @@ async fn a_deadline_behind_a_running_neighbour_is_answered_at_once_and_cancels_o
 }
 
 #[tokio::test]
+async fn a_statement_whose_deadline_passes_while_it_waits_for_a_place_is_never_sent() {
+    // One shared connection one deep, and the one leased connection held by a transaction:
+    // a second statement can only wait in the queue in front of the shared connection.
+    let sidecar = Sidecar::start(&[
+        "--pool-max",
+        "2",
+        "--pool-min",
+        "2",
+        "--pipeline-connections",
+        "1",
+        "--pipeline-depth",
+        "1",
+    ]);
+    let c = sidecar.client().await;
+    warmed(&sidecar, &c).await;
+    let db = admin().await;
+    let t = unique("never_sent");
+    db.batch_execute(&format!("CREATE TABLE {t} (v int)"))
+        .await
+        .expect("table");
+    let mut tx = TxStream::open(&mut c.clone(), BeginTransaction::default()).await;
+    tx.next().await.expect("begun");
+    let mut first = c.clone();
+    let running =
+        tokio::spawn(async move { query(&mut first, "SELECT 3 FROM pg_sleep(0.6)", vec![]).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut req = tonic::Request::new(request(&format!("INSERT INTO {t} VALUES (1)"), vec![]));
+    req.set_timeout(Duration::from_millis(200));
+    let started = Instant::now();
+    let err = c
+        .clone()
+        .query(req)
+        .await
+        .expect_err("no place before its deadline");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(450),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(int_of(&running.await.expect("join").expect("ran")), 3);
+    // The place came free after the deadline: the insert was never sent.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let n: i64 = db
+        .query_one(&format!("SELECT count(*) FROM {t}"), &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(n, 0, "a statement that waited past its deadline never ran");
+    let r = query(
+        &mut c.clone(),
+        &format!("INSERT INTO {t} VALUES (2)"),
+        vec![],
+    )
+    .await
+    .expect("the queue serves the next one");
+    assert_eq!(r.rows_affected, 1);
+    drop(tx);
+    db.batch_execute(&format!("DROP TABLE {t}"))
+        .await
+        .expect("drop");
+}
+
+#[tokio::test]
 async fn a_cancel_that_lands_on_a_neighbour_resends_the_neighbour_once() {
     let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
     let url = format!("postgres://postgres@{}/postgres", proxy.addr);
