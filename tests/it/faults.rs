@@ -202,8 +202,8 @@ async fn every_pool_connection_killed_mid_load_then_all_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_network_path_fails_within_deadlines_and_recovers() {
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let url = format!("postgres://postgres@{}/postgres", proxy.addr);
+    let proxy = Proxy::in_front_of_postgres().await;
+    let url = proxy.url();
     let sidecar = Sidecar::start(&[
         "--database-url",
         &url,

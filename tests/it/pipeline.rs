@@ -317,8 +317,8 @@ async fn a_statement_whose_deadline_passes_while_it_waits_for_a_place_is_never_s
 
 #[tokio::test]
 async fn a_cancel_that_lands_on_a_neighbour_resends_the_neighbour_once() {
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let url = format!("postgres://postgres@{}/postgres", proxy.addr);
+    let proxy = Proxy::in_front_of_postgres().await;
+    let url = proxy.url();
     let sidecar = Sidecar::start(&[
         "--database-url",
         &url,

@@ -220,12 +220,9 @@ async fn two_hundred_concurrent_streams_share_a_small_pool() {
 async fn a_connection_lost_during_commit_reports_an_unknown_outcome_with_the_txid() {
     let db = admin().await;
     let t = table(&db).await;
-    let proxy = Proxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let proxy = Proxy::in_front_of_postgres().await;
     // Plaintext, so the proxy can see the COMMIT go by.
-    let url = format!(
-        "postgres://postgres@{}/postgres?sslmode=disable",
-        proxy.addr
-    );
+    let url = format!("{}?sslmode=disable", proxy.url());
     let sidecar = Sidecar::start(&[
         "--database-url",
         &url,

@@ -57,6 +57,16 @@ impl Proxy {
         }
     }
 
+    /// A proxy in front of the local test PostgreSQL (127.0.0.1:5432).
+    pub async fn in_front_of_postgres() -> Proxy {
+        Proxy::start("127.0.0.1:5432".parse().expect("address")).await
+    }
+
+    /// A connection URL through the proxy, as user postgres to database postgres.
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@{}/postgres", self.addr)
+    }
+
     /// From now on, a connection whose client side sends `pattern` is cut before those
     /// bytes are forwarded.
     pub fn cut_when_client_sends(&self, pattern: &[u8]) {
