@@ -251,6 +251,70 @@ async fn every_type_round_trips_as_literal_and_as_parameter() {
 }
 
 #[tokio::test]
+async fn range_bounds_are_quoted_as_postgresql_prints_them() {
+    let sidecar = Sidecar::start(&[]);
+    let mut client = sidecar.client().await;
+    let db = admin().await;
+    let textrange = unique("textrange");
+    db.batch_execute(&format!(
+        "CREATE TYPE {textrange} AS RANGE (subtype = text, collation = \"C\")"
+    ))
+    .await
+    .expect("range type");
+    // Every character range_out quotes for, alone and inside a value, as either bound.
+    let values = [
+        "[",
+        "]",
+        "(",
+        ")",
+        ",",
+        "\"",
+        "\\",
+        " ",
+        "a b",
+        "x[y",
+        "tab\there",
+        "z",
+        "plain",
+    ];
+    let mut cases = Vec::new();
+    for v in values {
+        // '~' sorts after all of these in the C collation; '' before everything.
+        cases.push(format!("{textrange}({}, '~')", literal(v)));
+        cases.push(format!("{textrange}('', {})", literal(v)));
+    }
+    cases.push(format!("{textrange}('', '~', '[]')"));
+    cases.push("tsrange('2020-01-01 10:00', '2020-01-02', '[]')".to_owned());
+    cases.push("int4range(NULL, 5)".to_owned());
+    let mut failures = Vec::new();
+    for case in &cases {
+        let got = query(&mut client, &format!("SELECT {case}"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e:?}"));
+        let want: String = db
+            .query_one(&format!("SELECT ({case})::text"), &[])
+            .await
+            .expect("PostgreSQL's text")
+            .get(0);
+        if scalar(&got) != &text(&want) {
+            failures.push(format!(
+                "{case}: PostgreSQL {want:?}, sidecar {:?}",
+                scalar(&got)
+            ));
+        }
+    }
+    db.batch_execute(&format!("DROP TYPE {textrange}"))
+        .await
+        .expect("drop");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `v` as an SQL string literal.
+fn literal(v: &str) -> String {
+    format!("'{}'", v.replace('\'', "''"))
+}
+
+#[tokio::test]
 async fn columns_report_names_oids_and_pg_type_names() {
     let sidecar = Sidecar::start(&[]);
     let mut client = sidecar.client().await;

@@ -11,9 +11,19 @@ use super::{is_c_space, text_form};
 ///
 /// A NULL field is printed as nothing at all; the caller handles that (it never reaches here).
 pub fn quote_composite_field(s: &str, out: &mut String) {
-    let quote = s.is_empty()
-        || s.chars()
-            .any(|c| matches!(c, '"' | '\\' | '(' | ')' | ',') || is_c_space(c));
+    quote_doubling(s, &['"', '\\', '(', ')', ','], out);
+}
+
+/// Appends one range_out bound: as a record field, and also quoted when it contains `[` or
+/// `]` (`range_bound_escape` in PostgreSQL's rangetypes.c), so `["[",z)` stays readable.
+fn quote_range_bound(s: &str, out: &mut String) {
+    quote_doubling(s, &['"', '\\', '(', ')', '[', ']', ','], out);
+}
+
+/// Quotes `s` if it is empty or contains one of `special` or whitespace, doubling `"` and
+/// `\` inside: the escaping record_out and range_out share.
+fn quote_doubling(s: &str, special: &[char], out: &mut String) {
+    let quote = s.is_empty() || s.chars().any(|c| special.contains(&c) || is_c_space(c));
     if quote {
         out.push('"');
     }
@@ -122,7 +132,7 @@ pub(super) fn range_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, D
     let bound = |b: &RangeBound<Option<&[u8]>>, out: &mut String| -> Result<(), DecodeError> {
         match b {
             RangeBound::Inclusive(Some(v)) | RangeBound::Exclusive(Some(v)) => {
-                quote_composite_field(&text_form(elem, v)?, out);
+                quote_range_bound(&text_form(elem, v)?, out);
             }
             _ => {}
         }
