@@ -127,6 +127,28 @@ fn cases(t: &Types) -> Vec<(String, String, Value)> {
         c("timestamp", "'1970-01-01 00:00:00'", timestamp(0, 0)),
         c("timestamp", "'infinity'", text("infinity")),
         c("timestamp", "'-infinity'", text("-infinity")),
+        // Outside google.protobuf.Timestamp (years 1..9999): PostgreSQL's text, both ways.
+        c(
+            "timestamp",
+            "'0044-03-15 12:30:00 BC'",
+            text("0044-03-15 12:30:00 BC"),
+        ),
+        c(
+            "timestamp",
+            "'10000-01-01 00:00:00'",
+            text("10000-01-01 00:00:00"),
+        ),
+        c(
+            "timestamptz",
+            "'0044-03-15 12:30:00+00 BC'",
+            text("0044-03-15 12:30:00+00 BC"),
+        ),
+        c(
+            "timestamptz",
+            "'294276-12-31 23:59:59.999999+00'",
+            text("294276-12-31 23:59:59.999999+00"),
+        ),
+        c("date", "'10000-01-01'", text("10000-01-01")),
         c(
             "timestamptz",
             "'2024-01-02 03:04:05.5+02'",
