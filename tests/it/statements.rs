@@ -213,3 +213,30 @@ async fn the_report_shows_no_literal_or_comment_of_any_form() {
         assert!(!printed.contains(secret), "{secret} in:\n{printed}");
     }
 }
+
+#[tokio::test]
+async fn a_cached_statement_keeps_what_postgresql_fixed_at_parse_time_and_now_does_not() {
+    // One connection, so the second call reuses the first one's prepared statement.
+    let sidecar = Sidecar::start(&["--pool-max", "1", "--pool-min", "1"]);
+    let c = sidecar.client().await;
+    let twice = |sql: &'static str| {
+        let mut c = c.clone();
+        async move {
+            let a = query(&mut c, sql, vec![]).await.expect("first");
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let b = query(&mut c, sql, vec![]).await.expect("second");
+            assert!(
+                b.info.as_ref().expect("info").statement_cached,
+                "{sql}: cached"
+            );
+            (scalar(&a).clone(), scalar(&b).clone())
+        }
+    };
+    // 'now' is a literal PostgreSQL turns into a constant when it parses the statement: the
+    // cached statement answers the instant it was prepared (documented in README).
+    let (a, b) = twice("SELECT 'now'::timestamptz").await;
+    assert_eq!(a, b, "a prepared 'now' literal is frozen");
+    // The documented remedy: now() is evaluated per execution (per autocommit transaction).
+    let (a, b) = twice("SELECT now()").await;
+    assert_ne!(a, b, "now() moves with each statement");
+}
