@@ -73,10 +73,13 @@ impl<E: Into<Error>> From<E> for Failed {
     }
 }
 
-fn not_run(e: impl Into<Error>) -> Failed {
-    Failed {
-        error: e.into(),
-        may_have_run: false,
+impl Failed {
+    /// A failure before the execution was sent: running it again cannot run it twice.
+    pub fn not_run(e: impl Into<Error>) -> Failed {
+        Failed {
+            error: e.into(),
+            may_have_run: false,
+        }
     }
 }
 
@@ -98,7 +101,7 @@ pub struct Started<'a> {
 /// Prepares (or finds), binds and sends `spec` for execution. A cached statement the
 /// schema changed under is dropped, prepared afresh and sent once more.
 pub async fn start<'a>(conn: &'a Conn, spec: &Spec<'_>) -> Result<Started<'a>, Failed> {
-    let (prepared, cached) = prepare(conn, spec.sql).await.map_err(not_run)?;
+    let (prepared, cached) = prepare(conn, spec.sql).await.map_err(Failed::not_run)?;
     start_prepared(conn, prepared, cached, spec).await
 }
 
@@ -115,7 +118,7 @@ pub async fn start_prepared<'a>(
             ..
         }) if cached && stale_statement(&e) => {
             conn.statements().invalidate(spec.sql);
-            let (prepared, _) = prepare(conn, spec.sql).await.map_err(not_run)?;
+            let (prepared, _) = prepare(conn, spec.sql).await.map_err(Failed::not_run)?;
             let (rows, trailer, at) = send(conn, &prepared, spec).await?;
             Ok(Started {
                 rows,
@@ -174,7 +177,7 @@ async fn send<'a>(
     prepared: &Prepared,
     spec: &Spec<'_>,
 ) -> Result<(tokio_postgres::RowStream, Trailer<'a>, Instant), Failed> {
-    let params = bind_params(prepared.statement.params(), spec.params).map_err(not_run)?;
+    let params = bind_params(prepared.statement.params(), spec.params).map_err(Failed::not_run)?;
     let at = Instant::now();
     // A connection already closed sends nothing: tokio-postgres fails the request locally.
     let closed_before = conn.is_closed();

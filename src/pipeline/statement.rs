@@ -248,15 +248,15 @@ async fn send_and_read(
     ticket: &Ticket,
 ) -> (Result<Executed, Failed>, bool) {
     let conn = held.conn();
-    let not_run = |error: Error| Failed {
-        error,
-        may_have_run: false,
-    };
     let (prepared, cached) = match crate::exec::prepare(conn, spec.sql).await {
         Ok(p) => p,
         Err(e) => {
             return (
-                Err(not_run(crate::exec::explain(conn, e.into(), limits))),
+                Err(Failed::not_run(crate::exec::explain(
+                    conn,
+                    e.into(),
+                    limits,
+                ))),
                 false,
             );
         }
@@ -268,7 +268,12 @@ async fn send_and_read(
         std::future::poll_fn(|cx| Poll::Ready(held.number(ticket, || start.as_mut().poll(cx))))
             .await;
     let started = match first {
-        None => return (Err(not_run(Error::DeadlineExceeded { cause: None })), false),
+        None => {
+            return (
+                Err(Failed::not_run(Error::DeadlineExceeded { cause: None })),
+                false,
+            );
+        }
         Some(Poll::Ready(started)) => started,
         Some(Poll::Pending) => start.await,
     };

@@ -117,6 +117,15 @@ fn event(e: Event) -> Result<TransactionResponse, Status> {
     Ok(TransactionResponse { event: Some(e) })
 }
 
+/// The event that ends a transaction rolled back on the client's word, without an error.
+fn rolled_back(transaction_id: String, reason: &str) -> Result<TransactionResponse, Status> {
+    event(Event::RolledBack(TransactionRolledBack {
+        transaction_id,
+        reason: reason.into(),
+        error: None,
+    }))
+}
+
 /// A process-unique transaction id for logs and events.
 fn new_transaction_id() -> String {
     static NEXT: AtomicU64 = AtomicU64::new(1);
@@ -275,11 +284,10 @@ impl Open<'_> {
                     // Half-closed without a commit: roll back and say so.
                     lease.end().await;
                     let _ = tx
-                        .send(event(Event::RolledBack(TransactionRolledBack {
+                        .send(rolled_back(
                             transaction_id,
-                            reason: "the stream ended without a commit".into(),
-                            error: None,
-                        })))
+                            "the stream ended without a commit",
+                        ))
                         .await;
                     return Ok(());
                 }
@@ -325,11 +333,7 @@ impl Open<'_> {
                     lease.outcome = "rolled_back";
                     lease.end().await;
                     let _ = tx
-                        .send(event(Event::RolledBack(TransactionRolledBack {
-                            transaction_id,
-                            reason: "rollback requested".into(),
-                            error: None,
-                        })))
+                        .send(rolled_back(transaction_id, "rollback requested"))
                         .await;
                     return refuse_trailing(&mut inbound);
                 }
