@@ -4,7 +4,10 @@
 //! tokio-postgres always asks for results in binary, so the text form of a type without a
 //! case (interval, inet, a composite, a range, ...) is rebuilt from its binary form.
 //! Types whose binary form is not known here are flagged by [`needs_server_text`]; the caller
-//! asks PostgreSQL for their text instead of guessing.
+//! asks PostgreSQL for their text instead of guessing. An anonymous record (`ROW(..)`,
+//! `json_each(..)`) describes itself: each field carries its type OID, so it is printed here
+//! field by field, and only the fields of types not known here are asked of PostgreSQL
+//! ([`server_pieces`]), since PostgreSQL cannot take an anonymous record back as a parameter.
 
 use std::error::Error as StdError;
 
@@ -55,7 +58,7 @@ pub enum Decoded {
     NeedsServer,
 }
 
-/// How a type's binary form is read; one place, so [`needs_server_text`] and the decoders
+/// How a type's binary form is read; one place, so [`needs_server_text`], [`printed_by_server`] and the decoders
 /// cannot disagree.
 pub(super) enum Class<'t> {
     Bool,
@@ -87,8 +90,14 @@ pub(super) enum Class<'t> {
     Array(&'t Type),
     Range(&'t Type),
     Composite(Vec<&'t Type>),
+    /// An anonymous record: its fields' types travel with the value.
+    Record,
     Unknown,
 }
+
+/// The element type of `record[]`, which tokio-postgres files as a pseudo-type rather than
+/// an array.
+static RECORD: Type = Type::RECORD;
 
 pub(super) fn class(ty: &Type) -> Class<'_> {
     let ty = base_type(ty);
@@ -129,17 +138,33 @@ pub(super) fn class(ty: &Type) -> Class<'_> {
         Type::MACADDR | Type::MACADDR8 => Class::Macaddr,
         Type::BIT | Type::VARBIT => Class::Bits,
         Type::PG_LSN => Class::PgLsn,
+        Type::RECORD => Class::Record,
+        Type::RECORD_ARRAY => Class::Array(&RECORD),
         _ => Class::Unknown,
     }
 }
 
-/// True when cells of this type (or of a type nested in it) must be turned into text by
-/// PostgreSQL, because their binary form is not decoded here.
+/// True when cells of this type may need PostgreSQL's text output, so that the connection
+/// must be free to ask for it before they are complete: types (or types nested in them)
+/// whose binary form is not decoded here, and anonymous records, any field of which may be
+/// of such a type.
 pub fn needs_server_text(ty: &Type) -> bool {
     match class(ty) {
-        Class::Unknown => true,
+        Class::Unknown | Class::Record => true,
         Class::Array(elem) | Class::Range(elem) => needs_server_text(elem),
         Class::Composite(fields) => fields.into_iter().any(needs_server_text),
+        _ => false,
+    }
+}
+
+/// True when a whole cell of this type goes to PostgreSQL to be printed. A record never
+/// does (PostgreSQL cannot read an anonymous record back): it is printed here, and only its
+/// fields of types not decoded here are sent.
+pub(super) fn printed_by_server(ty: &Type) -> bool {
+    match class(ty) {
+        Class::Unknown => true,
+        Class::Array(elem) | Class::Range(elem) => printed_by_server(elem),
+        Class::Composite(fields) => fields.into_iter().any(printed_by_server),
         _ => false,
     }
 }
@@ -158,10 +183,69 @@ pub fn decode_cell(ty: &Type, raw: Option<&[u8]>) -> Result<Decoded, DecodeError
     let Some(raw) = raw else {
         return Ok(Decoded::Value(null()));
     };
-    if needs_server_text(ty) {
+    if printed_by_server(ty) {
         return Ok(Decoded::NeedsServer);
     }
-    value(ty, raw).map(Decoded::Value)
+    let mut nested = Nested::Collect(Vec::new());
+    let decoded = value(ty, raw, &mut nested)?;
+    Ok(match nested {
+        Nested::Collect(pieces) if pieces.is_empty() => Decoded::Value(decoded),
+        _ => Decoded::NeedsServer,
+    })
+}
+
+/// The values PostgreSQL must print for a cell [`decode_cell`] answered `NeedsServer` for,
+/// each with its type: the whole cell, or, inside a record, each field of a type not
+/// decoded here.
+pub fn server_pieces<'r>(ty: &Type, raw: &'r [u8]) -> Result<Vec<(Type, &'r [u8])>, DecodeError> {
+    if printed_by_server(ty) {
+        return Ok(vec![(ty.clone(), raw)]);
+    }
+    let mut nested = Nested::Collect(Vec::new());
+    value(ty, raw, &mut nested)?;
+    match nested {
+        Nested::Collect(pieces) => Ok(pieces),
+        Nested::Fill(_) => unreachable!("collecting never turns into filling"),
+    }
+}
+
+/// The cell's value, given PostgreSQL's text for each of its [`server_pieces`], in order.
+pub fn decode_with_server_text(
+    ty: &Type,
+    raw: &[u8],
+    texts: Vec<String>,
+) -> Result<Value, DecodeError> {
+    if printed_by_server(ty) {
+        let text = texts.into_iter().next();
+        return Ok(of(V::TextValue(text.ok_or_else(|| missing_text(ty))?)));
+    }
+    value(ty, raw, &mut Nested::Fill(texts.into_iter()))
+}
+
+fn missing_text(ty: &Type) -> DecodeError {
+    malformed(ty, "PostgreSQL's text for a nested value is missing")
+}
+
+/// Values nested in a record whose binary form is not decoded here, met while printing it.
+/// The record is printed twice: once to collect them, and once PostgreSQL has printed them.
+pub(super) enum Nested<'r> {
+    /// First pass: each is noted, and printed as nothing for now.
+    Collect(Vec<(Type, &'r [u8])>),
+    /// Second pass: PostgreSQL's texts for them, in the order they were collected.
+    Fill(std::vec::IntoIter<String>),
+}
+
+impl<'r> Nested<'r> {
+    /// The text of a record field of type `ty` that is not decoded here.
+    pub(super) fn text(&mut self, ty: &Type, raw: &'r [u8]) -> Result<String, DecodeError> {
+        match self {
+            Nested::Collect(pieces) => {
+                pieces.push((ty.clone(), raw));
+                Ok(String::new())
+            }
+            Nested::Fill(texts) => texts.next().ok_or_else(|| missing_text(ty)),
+        }
+    }
 }
 
 fn null() -> Value {
@@ -175,7 +259,7 @@ fn of(kind: V) -> Value {
 }
 
 /// Decodes a non-NULL value of a type known to be decodable here.
-fn value(ty: &Type, raw: &[u8]) -> Result<Value, DecodeError> {
+fn value<'r>(ty: &Type, raw: &'r [u8], nested: &mut Nested<'r>) -> Result<Value, DecodeError> {
     let bad = |e: Box<dyn StdError + Sync + Send>| malformed(ty, e);
     Ok(of(match class(ty) {
         Class::Bool => V::BoolValue(wire::bool_from_sql(raw).map_err(bad)?),
@@ -189,10 +273,10 @@ fn value(ty: &Type, raw: &[u8]) -> Result<Value, DecodeError> {
             V::NumericValue(text::numeric_to_string(raw).map_err(|e| malformed(ty, e))?)
         }
         Class::Json | Class::VersionedText if *base_type(ty) != Type::JSONPATH => {
-            V::JsonValue(text_form(ty, raw)?)
+            V::JsonValue(text_form(ty, raw, nested)?)
         }
         Class::Bytea => V::BytesValue(raw.to_vec()),
-        Class::Uuid => V::UuidValue(text_form(ty, raw)?),
+        Class::Uuid => V::UuidValue(text_form(ty, raw, nested)?),
         Class::Date => {
             let days = wire::date_from_sql(raw).map_err(bad)?;
             let text = text::date_to_string(days);
@@ -207,11 +291,11 @@ fn value(ty: &Type, raw: &[u8]) -> Result<Value, DecodeError> {
             let micros = wire::timestamp_from_sql(raw).map_err(bad)?;
             match protobuf_timestamp(micros) {
                 Some(ts) => V::TimestampValue(ts),
-                None => V::TextValue(text_form(ty, raw)?),
+                None => V::TextValue(text_form(ty, raw, nested)?),
             }
         }
-        Class::Array(elem) => V::ArrayValue(array(ty, elem, raw)?),
-        _ => V::TextValue(text_form(ty, raw)?),
+        Class::Array(elem) => V::ArrayValue(array(ty, elem, raw, nested)?),
+        _ => V::TextValue(text_form(ty, raw, nested)?),
     }))
 }
 
@@ -238,7 +322,12 @@ fn protobuf_timestamp(pg_micros: i64) -> Option<prost_types::Timestamp> {
 }
 
 /// A binary array → nested `ArrayValue`s, one level per dimension.
-fn array(ty: &Type, elem: &Type, raw: &[u8]) -> Result<ArrayValue, DecodeError> {
+fn array<'r>(
+    ty: &Type,
+    elem: &Type,
+    raw: &'r [u8],
+    nested: &mut Nested<'r>,
+) -> Result<ArrayValue, DecodeError> {
     use fallible_iterator::FallibleIterator;
     let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
     let dims: Vec<usize> = arr
@@ -263,7 +352,7 @@ fn array(ty: &Type, elem: &Type, raw: &[u8]) -> Result<ArrayValue, DecodeError> 
         .map_err(|e| malformed(ty, e))
         .map(|cell| match cell {
             None => Ok(null()),
-            Some(raw) => value(elem, raw),
+            Some(raw) => value(elem, raw, nested),
         })
         .collect()?;
     if dims.is_empty() {

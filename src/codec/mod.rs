@@ -8,7 +8,10 @@ pub mod text;
 /// The former path of [`text`], still used by tests/ and fuzz/.
 pub use self::text as pgtext;
 
-pub use decode::{DecodeError, Decoded, RawCell, column_of, decode_cell, needs_server_text};
+pub use decode::{
+    DecodeError, Decoded, RawCell, column_of, decode_cell, decode_with_server_text,
+    needs_server_text, server_pieces,
+};
 pub use encode::{BindError, Param, bind_params};
 
 use tokio_postgres::types::{Kind, Type};

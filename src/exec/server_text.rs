@@ -1,13 +1,14 @@
 //! PostgreSQL's own text output for values whose binary form is not decoded here (extension
-//! types, tsvector, geometric types, ...): the cells of a result batch are sent back as
-//! parameters of their own types in one statement, `SELECT $1::text, $2::text, ...`, so a
-//! batch costs one round trip on the connection that produced it, whatever its size.
+//! types, tsvector, geometric types, ...): the cells of a result batch (or, inside an
+//! anonymous record, the fields of such types) are sent back as parameters of their own
+//! types in one statement, `SELECT $1::text, $2::text, ...`, so a batch costs one round trip
+//! on the connection that produced it, whatever its size.
 
 use tokio_postgres::types::{IsNull, ToSql, Type};
 
-use crate::codec::DecodeError;
+use crate::codec::{self, DecodeError};
 use crate::error::Error;
-use crate::proto::{Row, Value, value::Kind as V};
+use crate::proto::Row;
 
 /// A cell to be turned into text by PostgreSQL: (row index, column index, type, raw bytes).
 pub type PendingText = (usize, usize, Type, Vec<u8>);
@@ -50,19 +51,32 @@ fn statement_for(n: usize) -> String {
     sql
 }
 
-/// Fills the placeholders of `cells` in `rows` with PostgreSQL's text output of each value,
-/// asked on `client` (unnamed statements: nothing is left prepared on the connection).
+/// Fills the placeholders of `cells` in `rows` with values built from PostgreSQL's text
+/// output, asked on `client` (unnamed statements: nothing is left prepared on the
+/// connection). A cell is one value to print, or, for a record, the fields of it that are
+/// not decoded here.
 pub async fn fill_server_text(
     client: &tokio_postgres::Client,
     rows: &mut [Row],
     cells: Vec<PendingText>,
 ) -> Result<(), Error> {
-    for batch in cells.chunks(CELLS_PER_STATEMENT) {
-        let raws: Vec<RawParam<'_>> = batch.iter().map(|(_, _, _, raw)| RawParam(raw)).collect();
+    if cells.is_empty() {
+        return Ok(());
+    }
+    let mut pieces = Vec::new();
+    let mut counts = Vec::with_capacity(cells.len());
+    for (_, _, ty, raw) in &cells {
+        let of_cell = codec::server_pieces(ty, raw)?;
+        counts.push(of_cell.len());
+        pieces.extend(of_cell);
+    }
+    let mut texts = Vec::with_capacity(pieces.len());
+    for batch in pieces.chunks(CELLS_PER_STATEMENT) {
+        let raws: Vec<RawParam<'_>> = batch.iter().map(|(_, raw)| RawParam(raw)).collect();
         let params: Vec<(&(dyn ToSql + Sync), Type)> = raws
             .iter()
             .zip(batch)
-            .map(|(raw, (_, _, ty, _))| (raw as &(dyn ToSql + Sync), ty.clone()))
+            .map(|(raw, (ty, _))| (raw as &(dyn ToSql + Sync), ty.clone()))
             .collect();
         let answer = client
             .query_typed(&statement_for(batch.len()), &params)
@@ -72,11 +86,14 @@ pub async fn fill_server_text(
             type_name: "text".into(),
             reason: "the text output of a result batch came back without a row".into(),
         })?;
-        for (i, (r, c, _, _)) in batch.iter().enumerate() {
-            rows[*r].values[*c] = Value {
-                kind: Some(V::TextValue(row.try_get::<_, String>(i)?)),
-            };
+        for i in 0..batch.len() {
+            texts.push(row.try_get::<_, String>(i)?);
         }
+    }
+    let mut texts = texts.into_iter();
+    for ((r, c, ty, raw), count) in cells.iter().zip(counts) {
+        let of_cell: Vec<String> = texts.by_ref().take(count).collect();
+        rows[*r].values[*c] = codec::decode_with_server_text(ty, raw, of_cell)?;
     }
     Ok(())
 }

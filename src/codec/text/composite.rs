@@ -4,7 +4,7 @@
 use postgres_protocol::types as wire;
 use tokio_postgres::types::Type;
 
-use super::super::decode::{DecodeError, malformed};
+use super::super::decode::{DecodeError, Nested, malformed, printed_by_server};
 use super::{is_c_space, text_form};
 
 /// Appends one record_out field: quoted if empty or containing `"\(),` or whitespace, with `"` and `\` doubled.
@@ -91,7 +91,12 @@ pub(crate) fn write_array_literal(
 
 /// A binary array → its text form, with `[lower:upper]=` dimension decoration when any
 /// lower bound is not 1.
-pub(super) fn array_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, DecodeError> {
+pub(super) fn array_text<'r>(
+    ty: &Type,
+    elem: &Type,
+    raw: &'r [u8],
+    nested: &mut Nested<'r>,
+) -> Result<String, DecodeError> {
     use fallible_iterator::FallibleIterator;
     let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
     let dims: Vec<(usize, i32)> = arr
@@ -102,7 +107,7 @@ pub(super) fn array_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, D
     let cells: Vec<Option<String>> = arr
         .values()
         .map_err(|e| malformed(ty, e))
-        .map(|cell| cell.map(|raw| text_form(elem, raw)).transpose())
+        .map(|cell| cell.map(|raw| text_form(elem, raw, nested)).transpose())
         .collect()?;
     if dims.is_empty() {
         return Ok("{}".into());
@@ -122,21 +127,26 @@ pub(super) fn array_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, D
 }
 
 /// A binary range → `empty` or `[lower,upper)` style text; an infinite bound is left empty.
-pub(super) fn range_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, DecodeError> {
+pub(super) fn range_text<'r>(
+    ty: &Type,
+    elem: &Type,
+    raw: &'r [u8],
+    nested: &mut Nested<'r>,
+) -> Result<String, DecodeError> {
     use wire::{Range, RangeBound};
     let range = wire::range_from_sql(raw).map_err(|e| malformed(ty, e))?;
     let Range::Nonempty(lower, upper) = range else {
         return Ok("empty".into());
     };
     let mut out = String::new();
-    let bound = |b: &RangeBound<Option<&[u8]>>, out: &mut String| -> Result<(), DecodeError> {
+    let mut bound = |b: &RangeBound<Option<&'r [u8]>>, out: &mut String| {
         match b {
             RangeBound::Inclusive(Some(v)) | RangeBound::Exclusive(Some(v)) => {
-                quote_range_bound(&text_form(elem, v)?, out);
+                quote_range_bound(&text_form(elem, v, nested)?, out);
             }
             _ => {}
         }
-        Ok(())
+        Ok::<(), DecodeError>(())
     };
     out.push(if matches!(lower, RangeBound::Inclusive(_)) {
         '['
@@ -154,15 +164,20 @@ pub(super) fn range_text(ty: &Type, elem: &Type, raw: &[u8]) -> Result<String, D
     Ok(out)
 }
 
-/// Composite binary form: field count, then per field its type OID, length (-1 for NULL)
-/// and bytes. Text form: `(1,"a b",)` with NULL fields left empty.
-pub(super) fn composite_text(
+/// Record binary form: field count, then per field its type OID, length (-1 for NULL) and
+/// bytes. Text form: `(1,"a b",)` with NULL fields left empty.
+///
+/// A composite type's own field list (`fields`) is authoritative: it knows the user types
+/// (enums, other composites) that an OID alone does not. An anonymous record (`None`) has
+/// only the OIDs; a field of a type not decoded here is printed through `nested`.
+pub(super) fn record_text<'r>(
     ty: &Type,
-    fields: &[&Type],
-    raw: &[u8],
+    fields: Option<&[&Type]>,
+    raw: &'r [u8],
+    nested: &mut Nested<'r>,
 ) -> Result<String, DecodeError> {
     let mut buf = raw;
-    let mut take = |n: usize| -> Result<&[u8], DecodeError> {
+    let mut take = |n: usize| -> Result<&'r [u8], DecodeError> {
         if buf.len() < n {
             return Err(malformed(ty, "truncated record"));
         }
@@ -170,24 +185,48 @@ pub(super) fn composite_text(
         buf = tail;
         Ok(head)
     };
-    let count = i32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
-    if usize::try_from(count).ok() != Some(fields.len()) {
+    let word = |b: &[u8]| i32::from_be_bytes(b.try_into().expect("4 bytes"));
+    let count =
+        usize::try_from(word(take(4)?)).map_err(|_| malformed(ty, "negative field count"))?;
+    if fields.is_some_and(|f| f.len() != count) {
         return Err(malformed(ty, "field count differs from the type"));
     }
     let mut out = String::from("(");
-    for (i, field) in fields.iter().enumerate() {
+    for i in 0..count {
         if i > 0 {
             out.push(',');
         }
-        take(4)?; // field type OID: the type's own field list is authoritative
-        let len = i32::from_be_bytes(take(4)?.try_into().expect("4 bytes"));
-        if let Ok(len) = usize::try_from(len) {
-            let text = text_form(field, take(len)?)?;
-            quote_composite_field(&text, &mut out);
-        }
+        let oid = word(take(4)?) as u32;
+        let len = word(take(4)?);
+        let Ok(len) = usize::try_from(len) else {
+            continue; // NULL: nothing between the commas
+        };
+        let value = take(len)?;
+        let text = match fields {
+            Some(fields) => text_form(fields[i], value, nested)?,
+            None => match Type::from_oid(oid) {
+                Some(field) if !printed_by_server(&field) => text_form(&field, value, nested)?,
+                known => {
+                    // A user type (enum, domain, composite) or one printed by PostgreSQL:
+                    // the OID is all PostgreSQL needs to read the value back.
+                    let field = known.unwrap_or_else(|| unnamed_type(oid));
+                    nested.text(&field, value)?
+                }
+            },
+        };
+        quote_composite_field(&text, &mut out);
+    }
+    if !buf.is_empty() {
+        return Err(malformed(ty, "bytes after the last field"));
     }
     out.push(')');
     Ok(out)
+}
+
+/// A type known only by its OID, for sending a value of it back to PostgreSQL.
+fn unnamed_type(oid: u32) -> Type {
+    use tokio_postgres::types::Kind;
+    Type::new(format!("oid {oid}"), oid, Kind::Simple, "pg_catalog".into())
 }
 
 #[cfg(test)]
@@ -259,7 +298,76 @@ mod tests {
         for word in [1i32, 0, 23, 2, 0, 4, 7, 4, 8] {
             raw.extend_from_slice(&word.to_be_bytes());
         }
-        let text = array_text(&Type::INT4_ARRAY, &Type::INT4, &raw).unwrap();
+        let mut nested = Nested::Collect(Vec::new());
+        let text = array_text(&Type::INT4_ARRAY, &Type::INT4, &raw, &mut nested).unwrap();
         assert_eq!(text, "[0:1]={7,8}");
+    }
+
+    /// An anonymous record's binary form: (type OID, bytes or NULL) per field.
+    fn record(fields: &[(u32, Option<&[u8]>)]) -> Vec<u8> {
+        let mut raw = (fields.len() as i32).to_be_bytes().to_vec();
+        for (oid, value) in fields {
+            raw.extend_from_slice(&oid.to_be_bytes());
+            match value {
+                Some(v) => {
+                    raw.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                    raw.extend_from_slice(v);
+                }
+                None => raw.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        raw
+    }
+
+    #[test]
+    fn records_print_known_fields_and_collect_the_others_in_order() {
+        let point = [0u8; 16];
+        let raw = record(&[
+            (23, Some(&7i32.to_be_bytes())),
+            (600, Some(&point)),
+            (25, None),
+            (25, Some(b"a b")),
+            (987_654, Some(b"\x01")),
+        ]);
+        let mut nested = Nested::Collect(Vec::new());
+        let first = record_text(&Type::RECORD, None, &raw, &mut nested).unwrap();
+        let Nested::Collect(pieces) = nested else {
+            unreachable!()
+        };
+        let oids: Vec<u32> = pieces.iter().map(|(ty, _)| ty.oid()).collect();
+        assert_eq!(
+            oids,
+            [600, 987_654],
+            "point and an unknown OID, in field order"
+        );
+        assert_eq!(
+            first, r#"(7,"",,"a b","")"#,
+            "placeholders stand in meanwhile"
+        );
+        let mut fill = Nested::Fill(vec!["(0,0)".to_owned(), "x".to_owned()].into_iter());
+        let text = record_text(&Type::RECORD, None, &raw, &mut fill).unwrap();
+        assert_eq!(text, r#"(7,"(0,0)",,"a b",x)"#);
+        // Too few texts is an error, not a panic or a silent blank.
+        let mut short = Nested::Fill(vec!["(0,0)".to_owned()].into_iter());
+        assert!(record_text(&Type::RECORD, None, &raw, &mut short).is_err());
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        let good = record(&[(23, Some(&1i32.to_be_bytes()))]);
+        let mut nested = Nested::Collect(Vec::new());
+        let trailing = [&good[..], &[0][..]].concat();
+        let bad: [&[u8]; 4] = [
+            &good[..good.len() - 1], // truncated value
+            &trailing,               // bytes after the last field
+            &(-1i32).to_be_bytes(),  // negative count
+            &i32::MAX.to_be_bytes(), // a count with nothing behind it
+        ];
+        for raw in bad {
+            assert!(record_text(&Type::RECORD, None, raw, &mut nested).is_err());
+        }
+        // A composite whose field count differs from its type's.
+        let fields = [&Type::INT4, &Type::INT4];
+        assert!(record_text(&Type::RECORD, Some(&fields), &good, &mut nested).is_err());
     }
 }

@@ -10,7 +10,7 @@ use std::error::Error as StdError;
 use postgres_protocol::types as wire;
 use tokio_postgres::types::Type;
 
-use super::decode::{Class, DecodeError, class, malformed};
+use super::decode::{Class, DecodeError, Nested, class, malformed};
 
 mod bits;
 mod composite;
@@ -57,7 +57,12 @@ fn is_c_space(c: char) -> bool {
 
 /// PostgreSQL's text output for a non-NULL value of a type decodable here. Sessions run with
 /// DateStyle ISO, IntervalStyle postgres and TimeZone UTC, which these forms assume.
-pub(super) fn text_form(ty: &Type, raw: &[u8]) -> Result<String, DecodeError> {
+/// Values inside an anonymous record that are not decoded here go through `nested`.
+pub(super) fn text_form<'r>(
+    ty: &Type,
+    raw: &'r [u8],
+    nested: &mut Nested<'r>,
+) -> Result<String, DecodeError> {
     let bad = |e: Box<dyn StdError + Sync + Send>| malformed(ty, e);
     let bad_text = |e: PgTextError| malformed(ty, e);
     Ok(match class(ty) {
@@ -117,9 +122,10 @@ pub(super) fn text_form(ty: &Type, raw: &[u8]) -> Result<String, DecodeError> {
         Class::Macaddr => macaddr_to_string(raw).map_err(bad_text)?,
         Class::Bits => bits_to_string(raw).map_err(bad_text)?,
         Class::PgLsn => pg_lsn_to_string(raw).map_err(bad_text)?,
-        Class::Array(elem) => composite::array_text(ty, elem, raw)?,
-        Class::Range(elem) => composite::range_text(ty, elem, raw)?,
-        Class::Composite(fields) => composite::composite_text(ty, &fields, raw)?,
+        Class::Array(elem) => composite::array_text(ty, elem, raw, nested)?,
+        Class::Range(elem) => composite::range_text(ty, elem, raw, nested)?,
+        Class::Composite(fields) => composite::record_text(ty, Some(&fields), raw, nested)?,
+        Class::Record => composite::record_text(ty, None, raw, nested)?,
         Class::Unknown => return Err(malformed(ty, "no decoder for this type")),
     })
 }
