@@ -330,11 +330,13 @@ fn array<'r>(
 ) -> Result<ArrayValue, DecodeError> {
     use fallible_iterator::FallibleIterator;
     let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
-    let dims: Vec<usize> = arr
+    let (dims, lower_bounds): (Vec<usize>, Vec<i32>) = arr
         .dimensions()
-        .map(|d| Ok(usize::try_from(d.len).unwrap_or(0)))
-        .collect()
-        .map_err(|e| malformed(ty, e))?;
+        .map(|d| Ok((usize::try_from(d.len).unwrap_or(0), d.lower_bound)))
+        .collect::<Vec<_>>()
+        .map_err(|e| malformed(ty, e))?
+        .into_iter()
+        .unzip();
     // Every element takes at least its 4-byte length on the wire. Checked before collecting,
     // because the element iterator sizes its buffer from the claimed dimensions: a corrupt
     // header must be an error, not a multi-gigabyte allocation (found by fuzz/codec).
@@ -356,12 +358,17 @@ fn array<'r>(
         })
         .collect()?;
     if dims.is_empty() {
-        return Ok(ArrayValue { values: vec![] });
+        return Ok(ArrayValue::default());
     }
     if dims.iter().product::<usize>() != cells.len() {
         return Err(malformed(ty, "dimensions do not match the element count"));
     }
-    Ok(nest(&dims, &mut cells.into_iter()))
+    let mut outer = nest(&dims, &mut cells.into_iter());
+    // Bounds are carried only when they say something: the usual all-ones stays empty.
+    if lower_bounds.iter().any(|&lower| lower != 1) {
+        outer.lower_bounds = lower_bounds;
+    }
+    Ok(outer)
 }
 
 fn nest(dims: &[usize], cells: &mut impl Iterator<Item = Value>) -> ArrayValue {
@@ -371,7 +378,10 @@ fn nest(dims: &[usize], cells: &mut impl Iterator<Item = Value>) -> ArrayValue {
             .map(|_| of(V::ArrayValue(nest(rest, cells))))
             .collect(),
     };
-    ArrayValue { values }
+    ArrayValue {
+        values,
+        lower_bounds: vec![],
+    }
 }
 
 #[cfg(test)]

@@ -362,19 +362,23 @@ fn array(elem: &Type, value: &Value, field: &str) -> Result<Param, BindError> {
     let mut dims = Vec::new();
     let mut cells = Vec::new();
     flatten(value, 0, &mut dims, &mut cells, field)?;
+    let lower_bounds = lower_bounds(value, &dims, field)?;
     let elem_base = base_type(elem);
     let bound: Vec<(Param, String)> = cells
         .into_iter()
         .map(|(v, f)| Ok((bind(elem, v, &f)?, f)))
         .collect::<Result<_, BindError>>()?;
     if bound.iter().any(|(p, _)| matches!(p, Param::Text(_))) && !is_text_like(elem_base) {
-        return text_array(&dims, &bound, field);
+        return text_array(&dims, &lower_bounds, &bound);
     }
     let mut buf = BytesMut::new();
-    let dimensions = dims.iter().map(|&len| wire::ArrayDimension {
-        len: len as i32,
-        lower_bound: 1,
-    });
+    let dimensions =
+        dims.iter()
+            .zip(&lower_bounds)
+            .map(|(&len, &lower_bound)| wire::ArrayDimension {
+                len: len as i32,
+                lower_bound,
+            });
     wire::array_to_sql(
         dimensions,
         elem.oid(),
@@ -398,6 +402,48 @@ fn array(elem: &Type, value: &Value, field: &str) -> Result<Param, BindError> {
     Ok(Param::Binary(buf.to_vec()))
 }
 
+/// The lower bound of each of `dims`, from the outermost ArrayValue's `lower_bounds` (all 1
+/// when it is empty), checked against the array's shape.
+fn lower_bounds(value: &Value, dims: &[usize], field: &str) -> Result<Vec<i32>, BindError> {
+    let Some(V::ArrayValue(arr)) = &value.kind else {
+        unreachable!("lower_bounds is called on array values only")
+    };
+    let at = format!("{field}.array_value.lower_bounds");
+    if arr.lower_bounds.is_empty() {
+        return Ok(vec![1; dims.len()]);
+    }
+    if arr.values.is_empty() {
+        return Err(invalid(
+            &at,
+            "an empty array has no dimensions, so no lower bounds: leave lower_bounds empty",
+        ));
+    }
+    if arr.lower_bounds.len() != dims.len() {
+        return Err(invalid(
+            &at,
+            format!(
+                "{} lower bounds for an array of {} dimensions: give one per dimension, or \
+                 none for all 1",
+                arr.lower_bounds.len(),
+                dims.len()
+            ),
+        ));
+    }
+    for (d, (&lower, &len)) in arr.lower_bounds.iter().zip(dims).enumerate() {
+        // PostgreSQL's own limit (ArrayCheckBounds): lower bound plus length fits int4.
+        if i64::from(lower) + len as i64 > i64::from(i32::MAX) {
+            return Err(out_of_range(
+                &format!("{at}[{d}]"),
+                format!(
+                    "lower bound {lower} with {len} elements: a bound plus its dimension's \
+                     length must not pass 2147483647"
+                ),
+            ));
+        }
+    }
+    Ok(arr.lower_bounds.clone())
+}
+
 /// Walks nested arrays: records each dimension's length, checks the shape is rectangular,
 /// and collects the leaf values with their field paths.
 fn flatten<'v>(
@@ -410,6 +456,12 @@ fn flatten<'v>(
     let Some(V::ArrayValue(arr)) = &value.kind else {
         unreachable!("flatten is called on array values only")
     };
+    if depth > 0 && !arr.lower_bounds.is_empty() {
+        return Err(invalid(
+            &format!("{field}.array_value.lower_bounds"),
+            "lower bounds belong on the outermost array, one per dimension",
+        ));
+    }
     match dims.get(depth) {
         None => dims.push(arr.values.len()),
         Some(&len) if len != arr.values.len() => {
@@ -457,9 +509,14 @@ fn flatten<'v>(
     Ok(())
 }
 
-/// The array as PostgreSQL's array literal, sent in text form. Only reached when some
-/// element is text for a non-text element type, so every element is re-expressed as text.
-fn text_array(dims: &[usize], cells: &[(Param, String)], field: &str) -> Result<Param, BindError> {
+/// The array as PostgreSQL's array literal, sent in text form, with `[lower:upper]=`
+/// decoration when a bound is not 1. Only reached when some element is text for a non-text
+/// element type, so every element is re-expressed as text.
+fn text_array(
+    dims: &[usize],
+    lower_bounds: &[i32],
+    cells: &[(Param, String)],
+) -> Result<Param, BindError> {
     let texts: Vec<Option<String>> = cells
         .iter()
         .map(|(p, f)| match p {
@@ -473,9 +530,9 @@ fn text_array(dims: &[usize], cells: &[(Param, String)], field: &str) -> Result<
         })
         .collect::<Result<_, _>>()?;
     let mut out = String::new();
+    text::write_array_bounds(dims, lower_bounds, &mut out);
     let mut it = texts.into_iter();
     text::write_array_literal(dims, &mut it, &mut out);
-    let _ = field;
     Ok(Param::Text(out))
 }
 

@@ -13,7 +13,7 @@ use super::Spec;
 use crate::codec::{bind_params, column_of, needs_server_text};
 use crate::error::Error;
 use crate::pool::{Conn, Prepared};
-use crate::sql::{command_tag, session};
+use crate::sql::{TagShape, command_tag, session};
 
 /// Finds `sql` in the connection's statement cache, or prepares it there, working out once
 /// what every later execution needs. Returns the statement and whether it was cached.
@@ -25,6 +25,14 @@ pub async fn prepare(
         return Ok((p, true));
     }
     let statement = conn.prepare(sql).await?;
+    let shape = command_tag::shape(sql);
+    // An EXECUTE's tag is that of whatever the session has prepared under the name at the
+    // time, so it is looked up afresh each time rather than cached.
+    let cache = !matches!(shape, TagShape::Execute(_));
+    let tag = match shape {
+        TagShape::Execute(name) => executed_tag(conn, &name).await?,
+        shape => shape,
+    };
     let prepared = Arc::new(Prepared {
         columns: statement.columns().iter().map(column_of).collect(),
         needs_server_text: statement
@@ -33,12 +41,30 @@ pub async fn prepare(
             .any(|c| needs_server_text(c.type_())),
         changes_session: session::may_change_session(sql),
         report_key: crate::sql::fingerprint::key_of(sql),
-        tag: command_tag::shape(sql),
+        tag,
         sql: sql.into(),
         statement,
     });
-    conn.statements().insert(prepared.clone());
+    if cache {
+        conn.statements().insert(prepared.clone());
+    }
     Ok((prepared, false))
+}
+
+/// The tag shape of the statement the session has prepared as `name` (SQL `EXECUTE name`
+/// answers with that statement's tag, `INSERT 0 1` say), asked of PostgreSQL in one round
+/// trip; `EXECUTE` itself if there is none (the EXECUTE will fail anyway).
+async fn executed_tag(conn: &Conn, name: &str) -> Result<TagShape, tokio_postgres::Error> {
+    let rows = conn
+        .query_typed(
+            "SELECT statement FROM pg_prepared_statements WHERE name = $1",
+            &[(&name, tokio_postgres::types::Type::TEXT)],
+        )
+        .await?;
+    Ok(match rows.first() {
+        Some(row) => command_tag::shape(command_tag::prepared_body(row.get(0))),
+        None => TagShape::Execute(name.to_owned()),
+    })
 }
 
 /// PostgreSQL's word that a cached statement no longer fits the schema ("cached plan must

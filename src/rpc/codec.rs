@@ -136,6 +136,7 @@ mod tests {
                 kind: Some(crate::proto::value::Kind::ArrayValue(
                     crate::proto::ArrayValue {
                         values: vec![value],
+                        ..Default::default()
                     },
                 )),
             };

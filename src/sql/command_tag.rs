@@ -1,10 +1,15 @@
-//! The PostgreSQL command tag of a statement ("INSERT 0 1", "CREATE TABLE"), rebuilt from its
-//! leading keywords and row count, since tokio-postgres hands over only the count.
+//! The PostgreSQL command tag of a statement ("INSERT 0 1", "CREATE OPERATOR CLASS"),
+//! rebuilt from the statement's tokens and the row count, since tokio-postgres hands over
+//! only the count. The names are those of PostgreSQL's own list (cmdtaglist.h); the
+//! integration test `command_tags` checks every one against what the server sends.
 
+use super::lexer::{Kind, Token, tokens};
 use super::{leading_words, top_level_words};
 
-/// Modifiers that sit between CREATE/DROP/ALTER and the object type.
-const MODIFIERS: &[&str] = &[
+/// Words that may stand between CREATE and the object type without being part of the tag:
+/// `CREATE OR REPLACE`, `CREATE GLOBAL TEMP`, `CREATE UNIQUE INDEX`, `CREATE CONSTRAINT
+/// TRIGGER`, `CREATE DEFAULT CONVERSION`, `CREATE TRUSTED PROCEDURAL LANGUAGE`, ...
+const CREATE_MODIFIERS: &[&str] = &[
     "OR",
     "REPLACE",
     "TEMP",
@@ -20,15 +25,84 @@ const MODIFIERS: &[&str] = &[
     "DEFAULT",
 ];
 
-/// Object types named by two words.
-const TWO_WORD_OBJECTS: &[&str] = &[
-    "MATERIALIZED",
-    "FOREIGN",
-    "EVENT",
-    "TEXT",
-    "ACCESS",
-    "USER",
-    "DEFAULT",
+/// The object types of CREATE, ALTER and DROP tags, as the tags name them; where one is the
+/// start of another (OPERATOR, OPERATOR CLASS), the longer comes first. USER and GROUP are
+/// ROLE in the tag, handled apart.
+const OBJECTS: &[&str] = &[
+    "ACCESS METHOD",
+    "AGGREGATE",
+    "CAST",
+    "COLLATION",
+    "CONVERSION",
+    "DATABASE",
+    "DEFAULT PRIVILEGES",
+    "DOMAIN",
+    "EVENT TRIGGER",
+    "EXTENSION",
+    "FOREIGN DATA WRAPPER",
+    "FOREIGN TABLE",
+    "FUNCTION",
+    "INDEX",
+    "LANGUAGE",
+    "LARGE OBJECT",
+    "MATERIALIZED VIEW",
+    "OPERATOR CLASS",
+    "OPERATOR FAMILY",
+    "OPERATOR",
+    "OWNED",
+    "POLICY",
+    "PROCEDURE",
+    "PUBLICATION",
+    "ROLE",
+    "ROUTINE",
+    "RULE",
+    "SCHEMA",
+    "SEQUENCE",
+    "SERVER",
+    "STATISTICS",
+    "SUBSCRIPTION",
+    "SYSTEM",
+    "TABLESPACE",
+    "TABLE",
+    "TEXT SEARCH CONFIGURATION",
+    "TEXT SEARCH DICTIONARY",
+    "TEXT SEARCH PARSER",
+    "TEXT SEARCH TEMPLATE",
+    "TRANSFORM",
+    "TRIGGER",
+    "TYPE",
+    "USER MAPPING",
+    "VIEW",
+];
+
+/// Statements that answer with rows and a count, as the words before the count.
+const COUNTED: &[(&str, &str)] = &[
+    ("SELECT", "SELECT"),
+    ("VALUES", "SELECT"),
+    ("TABLE", "SELECT"),
+    ("INSERT", "INSERT 0"),
+    ("UPDATE", "UPDATE"),
+    ("DELETE", "DELETE"),
+    ("MERGE", "MERGE"),
+    ("FETCH", "FETCH"),
+    ("MOVE", "MOVE"),
+    ("COPY", "COPY"),
+];
+
+/// Statements whose tag is fixed by their first word alone, where it is not the word
+/// itself.
+const FIXED: &[(&str, &str)] = &[
+    ("START", "START TRANSACTION"),
+    ("END", "COMMIT"),
+    ("ABORT", "ROLLBACK"),
+    ("ANALYSE", "ANALYZE"),
+    ("LOCK", "LOCK TABLE"),
+    ("TRUNCATE", "TRUNCATE TABLE"),
+    ("DECLARE", "DECLARE CURSOR"),
+    ("REFRESH", "REFRESH MATERIALIZED VIEW"),
+    ("SECURITY", "SECURITY LABEL"),
+    ("IMPORT", "IMPORT FOREIGN SCHEMA"),
+    ("REASSIGN", "REASSIGN OWNED"),
 ];
 
 /// How a statement's command tag is written: worked out once per statement, rendered with
@@ -39,6 +113,9 @@ pub enum TagShape {
     Counted(&'static str),
     /// A tag without a count: "CREATE TABLE", "SET", ...
     Fixed(String),
+    /// `EXECUTE name`: the tag is that of the statement prepared as `name`, which only the
+    /// session knows (see [`prepared_body`]).
+    Execute(String),
 }
 
 impl TagShape {
@@ -47,6 +124,8 @@ impl TagShape {
         match self {
             TagShape::Counted(words) => format!("{words} {n}"),
             TagShape::Fixed(tag) => tag.clone(),
+            // Unresolved (the session did not say): PostgreSQL's tag for EXECUTE itself.
+            TagShape::Execute(_) => "EXECUTE".into(),
         }
     }
 }
@@ -59,94 +138,195 @@ fn command_tag(sql: &str, n: u64) -> String {
 
 /// The tag shape of `sql`.
 pub fn shape(sql: &str) -> TagShape {
-    let words = leading_words(sql, 6);
-    let first = words.first().map(String::as_str).unwrap_or("");
-    let verb = if first == "WITH" {
-        let top = top_level_words(sql);
-        top.into_iter()
-            .find(|w| {
-                [
-                    "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE",
-                ]
-                .contains(&w.as_str())
-            })
-            .unwrap_or_else(|| "SELECT".to_owned())
-    } else {
-        first.to_owned()
+    let words = leading_words(sql, 8);
+    let word = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    let verb = match word(0) {
+        "WITH" => main_verb_after_with(sql),
+        "EXPLAIN" => return TagShape::Fixed("EXPLAIN".into()),
+        other => other.to_owned(),
     };
+    if let Some((_, counted)) = COUNTED.iter().find(|(v, _)| *v == verb) {
+        return TagShape::Counted(counted);
+    }
+    if let Some((_, fixed)) = FIXED.iter().find(|(v, _)| *v == verb) {
+        return TagShape::Fixed((*fixed).into());
+    }
     let fixed = match verb.as_str() {
-        "SELECT" | "VALUES" | "TABLE" => return TagShape::Counted("SELECT"),
-        "INSERT" => return TagShape::Counted("INSERT 0"),
-        "UPDATE" => return TagShape::Counted("UPDATE"),
-        "DELETE" => return TagShape::Counted("DELETE"),
-        "MERGE" => return TagShape::Counted("MERGE"),
-        "FETCH" => return TagShape::Counted("FETCH"),
-        "MOVE" => return TagShape::Counted("MOVE"),
-        "COPY" => return TagShape::Counted("COPY"),
-        // CREATE TABLE ... AS and CREATE MATERIALIZED VIEW ... AS report the rows written.
-        "CREATE" if creates_from_query(sql) => return TagShape::Counted("SELECT"),
-        "CREATE" | "DROP" | "ALTER" => {
-            let objects: Vec<&str> = words[1..]
-                .iter()
-                .map(String::as_str)
-                .skip_while(|w| MODIFIERS.contains(w))
-                .collect();
-            let object = match objects.as_slice() {
-                ["USER" | "GROUP", next, ..] if *next != "MAPPING" => "ROLE".to_owned(),
-                [two, second, ..] if TWO_WORD_OBJECTS.contains(two) => {
-                    if *two == "TEXT" {
-                        // TEXT SEARCH CONFIGURATION|DICTIONARY|PARSER|TEMPLATE
-                        objects[..3.min(objects.len())].join(" ")
-                    } else {
-                        format!("{two} {second}")
-                    }
-                }
-                [one, ..] => (*one).to_owned(),
-                [] => String::new(),
-            };
-            format!("{verb} {object}").trim_end().to_owned()
+        "CREATE" => match object(&words[1..], true) {
+            // CREATE TABLE ... AS and CREATE MATERIALIZED VIEW ... AS report the rows
+            // written, unless WITH NO DATA wrote none.
+            Some(object @ ("TABLE" | "MATERIALIZED VIEW")) => match created_from_query(sql) {
+                Some(true) => return TagShape::Counted("SELECT"),
+                Some(false) if object == "TABLE" => "CREATE TABLE AS".into(),
+                _ => format!("CREATE {object}"),
+            },
+            Some(object) => format!("CREATE {object}"),
+            None => "CREATE".into(),
+        },
+        "ALTER" | "DROP" => match object(&words[1..], false) {
+            Some(object) => format!("{verb} {object}"),
+            None => verb,
+        },
+        "GRANT" | "REVOKE" => {
+            // Privileges are granted ON something; roles are granted to roles.
+            if top_level_words(sql).iter().any(|w| w == "ON") {
+                verb
+            } else {
+                format!("{verb} ROLE")
+            }
         }
-        "START" => "START TRANSACTION".into(),
-        "END" => "COMMIT".into(),
-        "ABORT" => "ROLLBACK".into(),
-        "ANALYSE" => "ANALYZE".into(),
-        "LOCK" => "LOCK TABLE".into(),
-        "TRUNCATE" => "TRUNCATE TABLE".into(),
-        "DECLARE" => "DECLARE CURSOR".into(),
-        "CLOSE" if words.get(1).is_some_and(|w| w == "ALL") => "CLOSE CURSOR ALL".into(),
+        "CLOSE" if word(1) == "ALL" => "CLOSE CURSOR ALL".into(),
         "CLOSE" => "CLOSE CURSOR".into(),
-        "REFRESH" => "REFRESH MATERIALIZED VIEW".into(),
-        "SECURITY" => "SECURITY LABEL".into(),
-        "IMPORT" => "IMPORT FOREIGN SCHEMA".into(),
-        "REASSIGN" => "REASSIGN OWNED".into(),
-        "DISCARD" | "DEALLOCATE" if words.get(1).is_some_and(|w| w == "ALL") => {
-            format!("{verb} ALL")
+        "DEALLOCATE" if word(1) == "ALL" || (word(1) == "PREPARE" && word(2) == "ALL") => {
+            "DEALLOCATE ALL".into()
         }
-        "DISCARD" => format!("DISCARD {}", words.get(1).map(String::as_str).unwrap_or("")),
-        "SET" if words.get(1).is_some_and(|w| w == "CONSTRAINTS") => "SET CONSTRAINTS".into(),
-        "PREPARE" if words.get(1).is_some_and(|w| w == "TRANSACTION") => {
-            "PREPARE TRANSACTION".into()
-        }
-        "COMMIT" | "ROLLBACK" if words.get(1).is_some_and(|w| w == "PREPARED") => {
-            format!("{verb} PREPARED")
-        }
+        "DISCARD" => match word(1) {
+            "TEMPORARY" => "DISCARD TEMP".into(),
+            w @ ("ALL" | "PLANS" | "SEQUENCES" | "TEMP") => format!("DISCARD {w}"),
+            _ => "DISCARD".into(),
+        },
+        "SET" if word(1) == "CONSTRAINTS" => "SET CONSTRAINTS".into(),
+        "PREPARE" if word(1) == "TRANSACTION" => "PREPARE TRANSACTION".into(),
+        "COMMIT" | "ROLLBACK" if word(1) == "PREPARED" => format!("{verb} PREPARED"),
+        "EXECUTE" => return TagShape::Execute(first_identifier_after(sql, "EXECUTE")),
         _ => verb,
     };
     TagShape::Fixed(fixed)
 }
 
-/// `CREATE TABLE ... AS <query>` or `CREATE MATERIALIZED VIEW ... AS <query>`.
-fn creates_from_query(sql: &str) -> bool {
-    let words = top_level_words(sql);
-    let is_table_or_matview = words
-        .iter()
-        .take(6)
-        .any(|w| w == "TABLE" || w == "MATERIALIZED");
-    is_table_or_matview
-        && words.windows(2).any(|w| {
-            w[0] == "AS"
-                && ["SELECT", "VALUES", "TABLE", "WITH", "EXECUTE"].contains(&w[1].as_str())
+/// The object type named after CREATE (with its modifiers, when `create`), ALTER or DROP.
+fn object(words: &[String], create: bool) -> Option<&'static str> {
+    let mut words: Vec<&str> = words.iter().map(String::as_str).collect();
+    if create {
+        // DEFAULT is a modifier of CREATE DEFAULT CONVERSION, but part of the object in
+        // ALTER DEFAULT PRIVILEGES; ALTER and DROP take no modifiers.
+        let skipped = words
+            .iter()
+            .take_while(|w| CREATE_MODIFIERS.contains(w))
+            .count();
+        words.drain(..skipped);
+    }
+    if let ["USER" | "GROUP", rest @ ..] = words.as_slice() {
+        // USER MAPPING [IF [NOT] EXISTS] FOR ...; any other USER or GROUP is a role (even
+        // one named "mapping").
+        let mapping =
+            rest.first() == Some(&"MAPPING") && matches!(rest.get(1), Some(&"FOR") | Some(&"IF"));
+        return Some(if mapping { "USER MAPPING" } else { "ROLE" });
+    }
+    OBJECTS.iter().copied().find(|object| {
+        let parts = object.split(' ');
+        parts.clone().count() <= words.len() && parts.zip(&words).all(|(p, w)| p == *w)
+    })
+}
+
+/// The statement a WITH clause leads to: the first top-level SELECT, INSERT, UPDATE,
+/// DELETE, MERGE, VALUES or TABLE after the common table expressions.
+fn main_verb_after_with(sql: &str) -> String {
+    top_level_words(sql)
+        .into_iter()
+        .find(|w| {
+            [
+                "SELECT", "INSERT", "UPDATE", "DELETE", "MERGE", "VALUES", "TABLE",
+            ]
+            .contains(&w.as_str())
         })
+        .unwrap_or_else(|| "SELECT".to_owned())
+}
+
+/// For `CREATE TABLE` or `CREATE MATERIALIZED VIEW`: `None` when it is not made from a
+/// query, else whether the query's rows are written (false for `WITH NO DATA`). The query
+/// follows the first `AS` outside parentheses.
+fn created_from_query(sql: &str) -> Option<bool> {
+    let mut depth = 0i32;
+    let mut after_as = false;
+    let mut from_query = false;
+    let top: Vec<Token<'_>> = tokens(sql)
+        .filter(|t| t.kind != Kind::Comment)
+        .filter(|t| {
+            let at_top = depth == 0;
+            match t.text {
+                "(" => depth += 1,
+                ")" => depth -= 1,
+                _ => {}
+            }
+            at_top
+        })
+        .collect();
+    for t in &top {
+        if after_as {
+            // AS followed by a query (or a parenthesised one), not AS in a column alias or
+            // an option: only a query may follow a top-level AS here.
+            from_query = t.text == "("
+                || (t.kind == Kind::Word
+                    && ["SELECT", "VALUES", "TABLE", "WITH", "EXECUTE"]
+                        .iter()
+                        .any(|w| t.text.eq_ignore_ascii_case(w)));
+            break;
+        }
+        after_as = t.kind == Kind::Word && t.text.eq_ignore_ascii_case("AS");
+    }
+    if !from_query {
+        return None;
+    }
+    let words: Vec<String> = top
+        .iter()
+        .filter(|t| t.kind == Kind::Word)
+        .map(|t| t.text.to_ascii_uppercase())
+        .collect();
+    let no_data = words
+        .windows(3)
+        .any(|w| w[0] == "WITH" && w[1] == "NO" && w[2] == "DATA");
+    Some(!no_data)
+}
+
+/// The identifier after the first top-level `keyword` (`EXECUTE name`, `PREPARE name`):
+/// unquoted names fold to lower case, quoted ones are taken as written; empty if none.
+pub(crate) fn first_identifier_after(sql: &str, keyword: &str) -> String {
+    let mut seen = false;
+    for t in tokens(sql).filter(|t| t.kind != Kind::Comment) {
+        if seen {
+            return match t.kind {
+                Kind::Word => t.text.to_lowercase(),
+                Kind::QuotedIdent => unquote_identifier(t.text),
+                _ => String::new(),
+            };
+        }
+        seen = t.kind == Kind::Word && t.text.eq_ignore_ascii_case(keyword);
+    }
+    String::new()
+}
+
+/// `"a""b"` → `a"b`; `U&"..."` is left as written (its escapes are not decoded here).
+fn unquote_identifier(text: &str) -> String {
+    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) => inner.replace("\"\"", "\""),
+        None => text.to_owned(),
+    }
+}
+
+/// The statement a prepared statement runs, from the text `pg_prepared_statements` keeps:
+/// for SQL-level `PREPARE name [(types)] AS statement`, what follows the first top-level
+/// AS; for a protocol-level statement, its text itself.
+pub fn prepared_body(text: &str) -> &str {
+    let mut depth = 0i32;
+    let mut iter = tokens(text).filter(|t| t.kind != Kind::Comment);
+    match iter.next() {
+        Some(t) if t.kind == Kind::Word && t.text.eq_ignore_ascii_case("PREPARE") => {}
+        _ => return text,
+    }
+    for t in iter {
+        match t.text {
+            "(" => depth += 1,
+            ")" => depth -= 1,
+            _ if depth == 0 && t.kind == Kind::Word && t.text.eq_ignore_ascii_case("AS") => {
+                // The token's text is a slice of `text`: what follows it is the body.
+                let end = t.text.as_ptr() as usize - text.as_ptr() as usize + t.text.len();
+                return &text[end..];
+            }
+            _ => {}
+        }
+    }
+    text
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use crate::support::*;
 use pgsidecar::proto::{Value, value::Kind};
+use tonic::Code;
 
 /// Equality that treats NaN as equal to NaN, recursively.
 fn same(a: &Value, b: &Value) -> bool {
@@ -13,7 +14,8 @@ fn same(a: &Value, b: &Value) -> bool {
             (x.is_nan() && y.is_nan()) || x.to_bits() == y.to_bits()
         }
         (Some(Kind::ArrayValue(x)), Some(Kind::ArrayValue(y))) => {
-            x.values.len() == y.values.len()
+            x.lower_bounds == y.lower_bounds
+                && x.values.len() == y.values.len()
                 && x.values.iter().zip(&y.values).all(|(a, b)| same(a, b))
         }
         _ => a == b,
@@ -437,6 +439,120 @@ async fn anonymous_records_print_as_postgresql_prints_them() {
     assert_eq!(streamed, got.rows);
     drop_types(&types).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// An array with explicit lower bounds, one per dimension.
+fn bounded(values: Vec<Value>, lower_bounds: Vec<i32>) -> Value {
+    Value {
+        kind: Some(Kind::ArrayValue(pgsidecar::proto::ArrayValue {
+            values,
+            lower_bounds,
+        })),
+    }
+}
+
+#[tokio::test]
+async fn array_lower_bounds_travel_both_ways() {
+    let sidecar = Sidecar::start(&[]);
+    let mut client = sidecar.client().await;
+    let db = admin().await;
+    // (literal, the value it decodes to); each is also bound back as a parameter, and
+    // PostgreSQL's own text of what was bound must be the literal's.
+    let cases = [
+        (
+            "'[0:2]={1,2,3}'::int4[]",
+            bounded(vec![int(1), int(2), int(3)], vec![0]),
+        ),
+        ("'{1,2}'::int4[]", array(vec![int(1), int(2)])),
+        ("'[1:2]={1,2}'::int4[]", array(vec![int(1), int(2)])),
+        (
+            "'[-3:-2]={x,NULL}'::text[]",
+            bounded(vec![text("x"), null()], vec![-3]),
+        ),
+        (
+            "'[0:1][5:5]={{a},{b}}'::text[]",
+            bounded(
+                vec![array(vec![text("a")]), array(vec![text("b")])],
+                vec![0, 5],
+            ),
+        ),
+        (
+            "'[1:1][0:1]={{1,2}}'::int8[]",
+            bounded(vec![array(vec![int(1), int(2)])], vec![1, 0]),
+        ),
+        // Elements bound through PostgreSQL's text input: the array goes as a literal.
+        (
+            "'[7:8]={10.0.0.1,::1}'::inet[]",
+            bounded(vec![text("10.0.0.1"), text("::1")], vec![7]),
+        ),
+        ("'{}'::int4[]", array(vec![])),
+    ];
+    for (literal, want) in cases {
+        let got = query(&mut client, &format!("SELECT {literal}"), vec![])
+            .await
+            .unwrap_or_else(|e| panic!("{literal}: {e:?}"));
+        assert!(
+            same(scalar(&got), &want),
+            "{literal}: got {:?}",
+            scalar(&got)
+        );
+        let ty = literal.rsplit("::").next().expect("a cast");
+        let back = query(
+            &mut client,
+            &format!("SELECT $1::{ty}, ($1::{ty})::text"),
+            vec![want.clone()],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{literal} as a parameter: {e:?}"));
+        assert!(
+            same(&back.rows[0].values[0], &want),
+            "{literal} back: {back:?}"
+        );
+        let printed: String = db
+            .query_one(&format!("SELECT ({literal})::text"), &[])
+            .await
+            .expect("PostgreSQL's text")
+            .get(0);
+        assert_eq!(back.rows[0].values[1], text(&printed), "{literal}");
+    }
+    // Bounds that do not fit the array are refused, naming the field.
+    let refused = [
+        (
+            bounded(vec![], vec![0]),
+            Code::InvalidArgument,
+            "params[0].array_value.lower_bounds",
+        ),
+        (
+            bounded(vec![int(1)], vec![0, 0]),
+            Code::InvalidArgument,
+            "params[0].array_value.lower_bounds",
+        ),
+        (
+            bounded(vec![bounded(vec![int(1)], vec![0])], vec![]),
+            Code::InvalidArgument,
+            "params[0].array_value.values[0].array_value.lower_bounds",
+        ),
+        (
+            bounded(vec![int(1)], vec![i32::MAX]),
+            Code::OutOfRange,
+            "params[0].array_value.lower_bounds[0]",
+        ),
+    ];
+    for (param, code, field) in refused {
+        let e = query(&mut client, "SELECT $1::int4[]", vec![param.clone()])
+            .await
+            .expect_err("refused");
+        assert_eq!(e.code(), code, "{param:?}: {e:?}");
+        assert_eq!(bad_field(&e).as_deref(), Some(field), "{param:?}: {e:?}");
+    }
+    // The largest bound PostgreSQL takes is accepted, and the smallest.
+    for edge in [i32::MAX - 1, i32::MIN] {
+        let top = bounded(vec![int(1)], vec![edge]);
+        let got = query(&mut client, "SELECT $1::int4[]", vec![top.clone()])
+            .await
+            .unwrap_or_else(|e| panic!("lower bound {edge} fits: {e:?}"));
+        assert!(same(scalar(&got), &top));
+    }
 }
 
 /// `v` as an SQL string literal.

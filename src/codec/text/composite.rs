@@ -89,6 +89,18 @@ pub(crate) fn write_array_literal(
     out.push('}');
 }
 
+/// Appends array_out's dimension decoration, `[lower:upper]` per dimension then `=`, when
+/// any of `lowers` is not 1 ("[0:1]={a,b}"); nothing otherwise.
+pub(crate) fn write_array_bounds(lens: &[usize], lowers: &[i32], out: &mut String) {
+    if lowers.iter().all(|&lower| lower == 1) {
+        return;
+    }
+    for (&len, &lower) in lens.iter().zip(lowers) {
+        out.push_str(&format!("[{lower}:{}]", i64::from(lower) + len as i64 - 1));
+    }
+    out.push('=');
+}
+
 /// A binary array → its text form, with `[lower:upper]=` dimension decoration when any
 /// lower bound is not 1.
 pub(super) fn array_text<'r>(
@@ -113,14 +125,8 @@ pub(super) fn array_text<'r>(
         return Ok("{}".into());
     }
     let mut out = String::new();
-    // Non-default lower bounds are part of the text form: "[0:1]={a,b}".
-    if dims.iter().any(|&(_, lower)| lower != 1) {
-        for &(len, lower) in &dims {
-            out.push_str(&format!("[{lower}:{}]", i64::from(lower) + len as i64 - 1));
-        }
-        out.push('=');
-    }
-    let lens: Vec<usize> = dims.iter().map(|&(len, _)| len).collect();
+    let (lens, lowers): (Vec<usize>, Vec<i32>) = dims.into_iter().unzip();
+    write_array_bounds(&lens, &lowers, &mut out);
     let mut cells = cells.into_iter();
     write_array_literal(&lens, &mut cells, &mut out);
     Ok(out)

@@ -19,8 +19,8 @@ mod network;
 mod numeric;
 
 pub use bits::{bits_to_string, pg_lsn_to_string};
-pub(crate) use composite::write_array_literal;
 pub use composite::{quote_array_element, quote_composite_field};
+pub(crate) use composite::{write_array_bounds, write_array_literal};
 pub use datetime::{
     date_from_str, date_to_string, interval_to_string, time_to_string, timetz_to_string,
 };

@@ -318,7 +318,10 @@ pub fn timestamp(seconds: i64, nanos: i32) -> Value {
 }
 pub fn array(values: Vec<Value>) -> Value {
     Value {
-        kind: Some(Kind::ArrayValue(ArrayValue { values })),
+        kind: Some(Kind::ArrayValue(ArrayValue {
+            values,
+            ..Default::default()
+        })),
     }
 }
 
