@@ -567,7 +567,10 @@ mod tests {
             kind: Some(V::IntValue(n)),
         };
         let arr = |values: Vec<Value>| Value {
-            kind: Some(V::ArrayValue(crate::proto::ArrayValue { values })),
+            kind: Some(V::ArrayValue(crate::proto::ArrayValue {
+                values,
+                ..Default::default()
+            })),
         };
         let ragged = arr(vec![arr(vec![int(1), int(2)]), arr(vec![int(3)])]);
         let err = bind_params(&[Type::INT4_ARRAY], &[ragged]).unwrap_err();
@@ -585,7 +588,10 @@ mod tests {
             kind: Some(V::NullValue(0)),
         };
         let arr = |values: Vec<Value>| Value {
-            kind: Some(V::ArrayValue(crate::proto::ArrayValue { values })),
+            kind: Some(V::ArrayValue(crate::proto::ArrayValue {
+                values,
+                ..Default::default()
+            })),
         };
         let nested = arr(vec![
             arr(vec![text("10.0.0.1"), null.clone()]),

@@ -194,18 +194,18 @@ pub fn shape(sql: &str) -> TagShape {
     TagShape::Fixed(fixed)
 }
 
-/// The object type named after CREATE (with its modifiers, when `create`), ALTER or DROP.
+/// The object type named after CREATE (`create`), ALTER or DROP, modifiers set aside.
 fn object(words: &[String], create: bool) -> Option<&'static str> {
     let mut words: Vec<&str> = words.iter().map(String::as_str).collect();
-    if create {
-        // DEFAULT is a modifier of CREATE DEFAULT CONVERSION, but part of the object in
-        // ALTER DEFAULT PRIVILEGES; ALTER and DROP take no modifiers.
-        let skipped = words
-            .iter()
-            .take_while(|w| CREATE_MODIFIERS.contains(w))
-            .count();
-        words.drain(..skipped);
-    }
+    // DEFAULT is a modifier of CREATE DEFAULT CONVERSION, but part of the object in ALTER
+    // DEFAULT PRIVILEGES; ALTER and DROP take only PROCEDURAL (LANGUAGE).
+    let modifiers: &[&str] = if create {
+        CREATE_MODIFIERS
+    } else {
+        &["PROCEDURAL"]
+    };
+    let skipped = words.iter().take_while(|w| modifiers.contains(w)).count();
+    words.drain(..skipped);
     if let ["USER" | "GROUP", rest @ ..] = words.as_slice() {
         // USER MAPPING [IF [NOT] EXISTS] FOR ...; any other USER or GROUP is a role (even
         // one named "mapping").
@@ -377,9 +377,93 @@ mod tests {
             ("do $$ begin end $$", 0, "DO"),
             ("listen chan", 0, "LISTEN"),
             ("show work_mem", 1, "SHOW"),
+            (
+                "CREATE OPERATOR CLASS c FOR TYPE int4 USING btree AS OPERATOR 1 <",
+                0,
+                "CREATE OPERATOR CLASS",
+            ),
+            (
+                "CREATE FUNCTION g(int) RETURNS TABLE(a int) LANGUAGE sql AS $$SELECT $1$$",
+                0,
+                "CREATE FUNCTION",
+            ),
+            ("create table t as (select 1)", 1, "SELECT 1"),
+            (
+                "create table t as select 1 with no data",
+                0,
+                "CREATE TABLE AS",
+            ),
+            (
+                "create materialized view v as select 1 with no data",
+                0,
+                "CREATE MATERIALIZED VIEW",
+            ),
+            (
+                "create table t (a int, b text default 'AS SELECT')",
+                0,
+                "CREATE TABLE",
+            ),
+            (
+                "alter default privileges grant select on tables to r",
+                0,
+                "ALTER DEFAULT PRIVILEGES",
+            ),
+            ("alter large object 1 owner to r", 0, "ALTER LARGE OBJECT"),
+            (
+                "create foreign data wrapper w",
+                0,
+                "CREATE FOREIGN DATA WRAPPER",
+            ),
+            (
+                "create user mapping for r server s",
+                0,
+                "CREATE USER MAPPING",
+            ),
+            ("create user mapping", 0, "CREATE ROLE"),
+            ("drop group g", 0, "DROP ROLE"),
+            (
+                "create default conversion c for 'LATIN1' to 'UTF8' from f",
+                0,
+                "CREATE CONVERSION",
+            ),
+            (
+                "create constraint trigger t after insert on x for each row execute function f()",
+                0,
+                "CREATE TRIGGER",
+            ),
+            ("grant select on t to r", 0, "GRANT"),
+            ("grant r to s", 0, "GRANT ROLE"),
+            ("revoke admin option for r from s", 0, "REVOKE ROLE"),
+            ("discard temporary", 0, "DISCARD TEMP"),
+            ("deallocate prepare all", 0, "DEALLOCATE ALL"),
+            ("explain analyze insert into t values (1)", 0, "EXPLAIN"),
+            ("rollback prepared 'x'", 0, "ROLLBACK PREPARED"),
+            ("EXECUTE p (1)", 1, "EXECUTE"),
         ];
         for (sql, rows, want) in cases {
             assert_eq!(command_tag(sql, *rows), *want, "{sql}");
         }
+    }
+
+    #[test]
+    fn prepared_statements_are_named_and_their_bodies_found() {
+        assert_eq!(
+            shape("EXECUTE Plan_A (1)"),
+            TagShape::Execute("plan_a".into())
+        );
+        assert_eq!(
+            shape("execute \"Plan \"\"A\"\"\""),
+            TagShape::Execute("Plan \"A\"".into())
+        );
+        assert_eq!(
+            prepared_body("PREPARE p (int, text) AS INSERT INTO t VALUES ($1, $2)"),
+            " INSERT INTO t VALUES ($1, $2)"
+        );
+        assert_eq!(prepared_body("prepare p as select 'AS'"), " select 'AS'");
+        assert_eq!(prepared_body("SELECT 1"), "SELECT 1");
+        assert_eq!(
+            shape(prepared_body("PREPARE q AS UPDATE t SET a = 1")),
+            TagShape::Counted("UPDATE")
+        );
     }
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod abuse;
 mod codec;
+mod command_tags;
 mod error_contracts;
 mod errors;
 mod faults;

@@ -348,7 +348,14 @@ async fn a_cancel_that_lands_on_a_neighbour_resends_the_neighbour_once() {
     let info = neighbour.info.expect("info");
     assert_eq!(info.attempts, 2, "sent twice: {info:?}");
     let err = target.await.expect("join").expect_err("deadline");
-    assert_eq!(err.code(), Code::DeadlineExceeded);
+    // The sidecar answers DEADLINE_EXCEEDED when its deadline passes; on a loaded machine
+    // the client's own timer for the same deadline may fire first (tonic says CANCELLED,
+    // "Timeout expired"). Either way the caller got its deadline, which is not the point
+    // here: the neighbour is.
+    assert!(
+        matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{err:?}"
+    );
     let resent = value(
         &scrape(&sidecar).await,
         "pgsidecar_pipeline_resent_total",
