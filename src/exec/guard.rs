@@ -97,9 +97,12 @@ impl InFlight {
     /// finishes. A reset that fails or does not take, or takes longer than
     /// [`RESET_WAIT`], closes the connection instead: no one inherits a session in doubt.
     pub async fn finish_after(self, changes_session: bool) {
+        let client = self.client();
+        if client.statements_lost() {
+            self.discard();
+        }
         let doomed =
             self.cancel_sent.load(Ordering::Relaxed) || self.discard.load(Ordering::Relaxed);
-        let client = self.client();
         if !doomed && !client.is_closed() && (changes_session || client.session_reported_change()) {
             let reset = tokio::time::timeout(RESET_WAIT, crate::pool::reset(client)).await;
             if !matches!(reset, Ok(Ok(()))) || client.session_reported_change() {

@@ -40,6 +40,7 @@ pub async fn prepare(
             .iter()
             .any(|c| needs_server_text(c.type_())),
         changes_session: session::may_change_session(sql),
+        drops_statements: session::drops_prepared_statements(sql),
         report_key: crate::sql::fingerprint::key_of(sql),
         tag,
         sql: sql.into(),
@@ -204,6 +205,9 @@ async fn send<'a>(
     spec: &Spec<'_>,
 ) -> Result<(tokio_postgres::RowStream, Trailer<'a>, Instant), Failed> {
     let params = bind_params(prepared.statement.params(), spec.params).map_err(Failed::not_run)?;
+    if prepared.drops_statements {
+        conn.lose_statements();
+    }
     let at = Instant::now();
     // A connection already closed sends nothing: tokio-postgres fails the request locally.
     let closed_before = conn.is_closed();

@@ -3,6 +3,7 @@
 //! deadpool creates and recycles it.
 
 use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -27,9 +28,23 @@ pub struct Conn {
     statements: Mutex<StatementCache>,
     session: Arc<Watch>,
     tripwire: Arc<Tripwire>,
+    statements_lost: AtomicBool,
 }
 
 impl Conn {
+    /// Marks the connection as having run a statement that may drop every prepared
+    /// statement of its session (`DISCARD ALL`, `DEALLOCATE`): tokio-postgres's own (its
+    /// type lookups) would go too, and nothing brings them back, so it is closed, never
+    /// reused.
+    pub fn lose_statements(&self) {
+        self.statements_lost.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Conn::lose_statements`] was called.
+    pub fn statements_lost(&self) -> bool {
+        self.statements_lost.load(Ordering::Relaxed)
+    }
+
     /// The declared size of the message PostgreSQL sent that was refused unread for being
     /// over the limit, which closed this connection; `None` if none was.
     pub fn refused_message(&self) -> Option<u64> {
@@ -109,6 +124,7 @@ impl deadpool::managed::Manager for ConnManager {
             client: ClientWrapper::new(client, task),
             session,
             tripwire,
+            statements_lost: AtomicBool::new(false),
             statements: Mutex::new(StatementCache::new(
                 self.cache_size,
                 self.cache_stats.clone(),
@@ -130,6 +146,15 @@ impl deadpool::managed::Manager for ConnManager {
                 );
             }
             return Err(RecycleError::message("connection closed"));
+        }
+        if conn.statements_lost() {
+            tracing::info!(
+                reason = "a statement dropped the session's prepared statements",
+                "connection closed"
+            );
+            return Err(RecycleError::message(
+                "a statement dropped the session's prepared statements",
+            ));
         }
         if self.validate && metrics.last_used() >= VALIDATE_AFTER_IDLE {
             if let Err(e) = conn.client.simple_query("").await {

@@ -26,6 +26,9 @@ pub struct Prepared {
     pub needs_server_text: bool,
     /// The statement may leave session state behind (see `sql::session`).
     pub changes_session: bool,
+    /// The statement may drop every prepared statement of the session, so its connection
+    /// is closed after it (see `sql::session::drops_prepared_statements`).
+    pub drops_statements: bool,
     /// How its command tag is written.
     pub tag: crate::sql::TagShape,
     /// Its key in the statement report.

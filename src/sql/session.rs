@@ -44,6 +44,7 @@ pub fn may_change_session(sql: &str) -> bool {
                 "LOAD",
                 "DO",
                 "CALL",
+                "DISCARD",
             ],
         )
     };
@@ -73,6 +74,31 @@ pub fn transaction_control(sql: &str) -> Option<&'static str> {
         "PREPARE" if word(1) == "TRANSACTION" => Some("PREPARE TRANSACTION"),
         _ => None,
     }
+}
+
+/// Whether `sql` may drop every prepared statement of the session: `DISCARD ALL` or any
+/// `DEALLOCATE` (a client may name one of the driver's own statements), also as dynamic SQL
+/// inside quoted text. The driver's statements cannot be brought back, so the connection
+/// is closed after such a statement rather than reset; erring toward closing costs a
+/// reconnect, erring the other way breaks the next caller.
+pub fn drops_prepared_statements(sql: &str) -> bool {
+    let mut after_discard = false;
+    tokens(sql).any(|t| {
+        let word = |w: &str| t.kind == Kind::Word && t.text.eq_ignore_ascii_case(w);
+        let found = word("DEALLOCATE")
+            || (after_discard && word("ALL"))
+            || (matches!(t.kind, Kind::String | Kind::QuotedIdent)
+                && ["deallocate", "discard"].iter().any(|w| {
+                    t.text
+                        .as_bytes()
+                        .windows(w.len())
+                        .any(|b| b.eq_ignore_ascii_case(w.as_bytes()))
+                }));
+        if t.kind != Kind::Comment {
+            after_discard = word("DISCARD");
+        }
+        found
+    })
 }
 
 /// Tokens anywhere in the statement that point at session state: the functions above, a
@@ -138,6 +164,29 @@ mod tests {
         }
         for sql in no {
             assert!(!may_change_session(sql), "{sql}");
+        }
+    }
+
+    #[test]
+    fn statements_that_drop_every_prepared_statement() {
+        for sql in [
+            "DEALLOCATE ALL",
+            "deallocate prepare all",
+            "DEALLOCATE s1",
+            "DISCARD ALL",
+            "discard /* x */ all",
+            "DO $$ BEGIN EXECUTE 'DEALLOCATE ALL'; END $$",
+        ] {
+            assert!(drops_prepared_statements(sql), "{sql}");
+        }
+        for sql in [
+            "DISCARD TEMP",
+            "DISCARD PLANS",
+            "SELECT 1",
+            "SELECT * FROM t WHERE all_done",
+            "-- DEALLOCATE ALL\nSELECT 1",
+        ] {
+            assert!(!drops_prepared_statements(sql), "{sql}");
         }
     }
 

@@ -292,3 +292,56 @@ async fn a_reported_change_inside_a_transaction_is_reset_when_it_ends() {
         "the next caller inherits no time zone"
     );
 }
+
+#[tokio::test]
+async fn a_client_deallocating_everything_does_not_break_the_connection_for_others() {
+    // DISCARD ALL and DEALLOCATE ALL drop every prepared statement of the session, the
+    // driver's own type lookups included; the next caller of a user-defined type must not
+    // find them gone.
+    for trigger in ["DEALLOCATE ALL", "DEALLOCATE PREPARE ALL", "DISCARD ALL"] {
+        let sidecar = Sidecar::start(&[
+            "--pool-max",
+            "1",
+            "--pool-min",
+            "1",
+            "--pipeline-connections",
+            "0",
+        ]);
+        let mut c = sidecar.client().await;
+        let (before, after) = (unique("mood"), unique("mood"));
+        setup(&format!(
+            "CREATE TYPE {before} AS ENUM ('a'); CREATE TYPE {after} AS ENUM ('b')"
+        ))
+        .await;
+        let probe = |ty: &str| format!("SELECT 'a'::{before}, 'b'::{ty}");
+        // The one connection looks up a user type (and keeps its statements for that).
+        query(&mut c, &probe(&before).replace("'b'", "'a'"), vec![])
+            .await
+            .expect("a user type before");
+        query(&mut c, trigger, vec![])
+            .await
+            .expect("the trigger runs");
+        let got = query(&mut c, &probe(&after), vec![]).await;
+        let got = got.unwrap_or_else(|e| panic!("after {trigger}: {e:?}"));
+        assert_eq!(got.rows[0].values, vec![text("a"), text("b")], "{trigger}");
+        let again = query(&mut c, "SELECT 1", vec![]).await;
+        assert!(again.is_ok(), "after {trigger}: {again:?}");
+        // The same inside a transaction: the connection it leased is not handed on.
+        if trigger != "DISCARD ALL" {
+            let third = unique("mood");
+            setup(&format!("CREATE TYPE {third} AS ENUM ('c')")).await;
+            let mut tx = TxStream::open(&mut c, Default::default()).await;
+            tx.next().await.expect("begun");
+            tx.execute("a", trigger, vec![]).await;
+            tx.commit().await;
+            assert!(tx.result().await.outcome.is_some());
+            let committed = tx.next().await;
+            assert!(matches!(committed, Ok(Some(_))), "{committed:?}");
+            let got = query(&mut c, &format!("SELECT 'c'::{third}"), vec![]).await;
+            let got = got.unwrap_or_else(|e| panic!("after {trigger} in a transaction: {e:?}"));
+            assert_eq!(got.rows[0].values, vec![text("c")]);
+            setup(&format!("DROP TYPE {third}")).await;
+        }
+        setup(&format!("DROP TYPE {before}; DROP TYPE {after}")).await;
+    }
+}
