@@ -88,6 +88,8 @@ pub(super) enum Class<'t> {
     Bits,
     PgLsn,
     Array(&'t Type),
+    /// int2vector and oidvector: an array starting at 0 in binary, space-separated in text.
+    Vector(&'t Type),
     Range(&'t Type),
     Composite(Vec<&'t Type>),
     /// An anonymous record: its fields' types travel with the value.
@@ -101,6 +103,11 @@ static RECORD: Type = Type::RECORD;
 
 pub(super) fn class(ty: &Type) -> Class<'_> {
     let ty = base_type(ty);
+    if let Kind::Array(elem) = ty.kind()
+        && (*ty == Type::INT2_VECTOR || *ty == Type::OID_VECTOR)
+    {
+        return Class::Vector(elem);
+    }
     match ty.kind() {
         Kind::Enum(_) => return Class::Text,
         Kind::Array(elem) => return Class::Array(elem),
@@ -151,7 +158,7 @@ pub(super) fn class(ty: &Type) -> Class<'_> {
 pub fn needs_server_text(ty: &Type) -> bool {
     match class(ty) {
         Class::Unknown | Class::Record => true,
-        Class::Array(elem) | Class::Range(elem) => needs_server_text(elem),
+        Class::Array(elem) | Class::Vector(elem) | Class::Range(elem) => needs_server_text(elem),
         Class::Composite(fields) => fields.into_iter().any(needs_server_text),
         _ => false,
     }
@@ -163,7 +170,7 @@ pub fn needs_server_text(ty: &Type) -> bool {
 pub(super) fn printed_by_server(ty: &Type) -> bool {
     match class(ty) {
         Class::Unknown => true,
-        Class::Array(elem) | Class::Range(elem) => printed_by_server(elem),
+        Class::Array(elem) | Class::Vector(elem) | Class::Range(elem) => printed_by_server(elem),
         Class::Composite(fields) => fields.into_iter().any(printed_by_server),
         _ => false,
     }
@@ -294,7 +301,7 @@ fn value<'r>(ty: &Type, raw: &'r [u8], nested: &mut Nested<'r>) -> Result<Value,
                 None => V::TextValue(text_form(ty, raw, nested)?),
             }
         }
-        Class::Array(elem) => V::ArrayValue(array(ty, elem, raw, nested)?),
+        Class::Array(elem) | Class::Vector(elem) => V::ArrayValue(array(ty, elem, raw, nested)?),
         _ => V::TextValue(text_form(ty, raw, nested)?),
     }))
 }
@@ -341,9 +348,13 @@ fn array<'r>(
     // because the element iterator sizes its buffer from the claimed dimensions: a corrupt
     // header must be an error, not a multi-gigabyte allocation (found by fuzz/codec).
     let claimed = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
-    // PostgreSQL writes an empty array with no dimensions, never a dimension of length 0
-    // (which would let the others claim any size while holding nothing).
-    if !dims.is_empty() && claimed.is_none_or(|n| n == 0 || n > raw.len() / 4) {
+    // An empty array has no dimensions, except an empty int2vector or oidvector, which has
+    // one of length 0: either way it is empty, whatever the other dimensions claim (which
+    // must not size anything).
+    if claimed == Some(0) {
+        return Ok(ArrayValue::default());
+    }
+    if !dims.is_empty() && claimed.is_none_or(|n| n > raw.len() / 4) {
         return Err(malformed(
             ty,
             "dimensions claim more elements than the value holds",
@@ -395,13 +406,18 @@ mod tests {
             raw.extend_from_slice(&word.to_be_bytes());
         }
         assert!(decode_cell(&Type::INT4_ARRAY, Some(&raw)).is_err());
-        // Two dimensions, 2^30 by 0: no elements claimed, but the outer level alone would
-        // be a gigabyte-sized list.
+        // Two dimensions, 2^30 by 0: no elements claimed, and the outer level, which alone
+        // would be a gigabyte-sized list, is not built: an empty array.
         let mut zero = Vec::new();
         for word in [2i32, 0, 23, 1 << 30, 1, 0, 1] {
             zero.extend_from_slice(&word.to_be_bytes());
         }
-        assert!(decode_cell(&Type::INT4_ARRAY, Some(&zero)).is_err());
+        match decode_cell(&Type::INT4_ARRAY, Some(&zero)) {
+            Ok(Decoded::Value(Value {
+                kind: Some(V::ArrayValue(a)),
+            })) => assert_eq!(a, ArrayValue::default()),
+            other => panic!("{other:?}"),
+        }
         raw[12..16].copy_from_slice(&1i32.to_be_bytes());
         raw.extend_from_slice(&4i32.to_be_bytes());
         raw.extend_from_slice(&7i32.to_be_bytes());

@@ -7,6 +7,7 @@ mod support;
 mod abuse;
 mod codec;
 mod command_tags;
+mod differential;
 mod error_contracts;
 mod errors;
 mod faults;

@@ -132,6 +132,27 @@ pub(super) fn array_text<'r>(
     Ok(out)
 }
 
+/// A binary int2vector or oidvector → its elements' text separated by spaces, as
+/// int2vectorout and oidvectorout print them (`1 2 3`, empty for none).
+pub(super) fn vector_text<'r>(
+    ty: &Type,
+    elem: &Type,
+    raw: &'r [u8],
+    nested: &mut Nested<'r>,
+) -> Result<String, DecodeError> {
+    use fallible_iterator::FallibleIterator;
+    let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
+    let texts: Vec<String> = arr
+        .values()
+        .map_err(|e| malformed(ty, e))
+        .map(|cell| match cell {
+            Some(raw) => text_form(elem, raw, nested),
+            None => Err(malformed(ty, "a NULL element in a vector")),
+        })
+        .collect()?;
+    Ok(texts.join(" "))
+}
+
 /// A binary range → `empty` or `[lower,upper)` style text; an infinite bound is left empty.
 pub(super) fn range_text<'r>(
     ty: &Type,

@@ -105,8 +105,12 @@ pub(super) fn text_form<'r>(
             )
         }
         Class::Char => {
-            let c = wire::char_from_sql(raw).map_err(bad)?;
-            char::from(c as u8).to_string()
+            // charout: NUL is the empty string, a byte with the high bit set is `\ooo`.
+            match wire::char_from_sql(raw).map_err(bad)? as u8 {
+                0 => String::new(),
+                b if b >= 0x80 => format!("\\{b:03o}"),
+                b => char::from(b).to_string(),
+            }
         }
         Class::Date => date_to_string(wire::date_from_sql(raw).map_err(bad)?),
         Class::Time => time_to_string(wire::time_from_sql(raw).map_err(bad)?),
@@ -123,6 +127,7 @@ pub(super) fn text_form<'r>(
         Class::Bits => bits_to_string(raw).map_err(bad_text)?,
         Class::PgLsn => pg_lsn_to_string(raw).map_err(bad_text)?,
         Class::Array(elem) => composite::array_text(ty, elem, raw, nested)?,
+        Class::Vector(elem) => composite::vector_text(ty, elem, raw, nested)?,
         Class::Range(elem) => composite::range_text(ty, elem, raw, nested)?,
         Class::Composite(fields) => composite::record_text(ty, Some(&fields), raw, nested)?,
         Class::Record => composite::record_text(ty, None, raw, nested)?,
