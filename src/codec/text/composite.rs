@@ -101,6 +101,39 @@ pub(crate) fn write_array_bounds(lens: &[usize], lowers: &[i32], out: &mut Strin
     out.push('=');
 }
 
+/// A binary array's dimensions (length, lower bound; outermost first) and its elements'
+/// text in order, `None` for NULL. A header claiming more elements than the bytes could
+/// hold is malformed, never an allocation of that size.
+fn element_texts<'r>(
+    ty: &Type,
+    elem: &Type,
+    raw: &'r [u8],
+    nested: &mut Nested<'r>,
+) -> Result<(Vec<(usize, i32)>, Vec<Option<String>>), DecodeError> {
+    use fallible_iterator::FallibleIterator;
+    let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
+    let dims: Vec<(usize, i32)> = arr
+        .dimensions()
+        .map(|d| Ok((usize::try_from(d.len).unwrap_or(0), d.lower_bound)))
+        .collect()
+        .map_err(|e| malformed(ty, e))?;
+    let claimed = dims
+        .iter()
+        .try_fold(1usize, |n, &(len, _)| n.checked_mul(len));
+    if claimed.is_none_or(|n| n > raw.len() / 4) {
+        return Err(malformed(
+            ty,
+            "dimensions claim more elements than the value holds",
+        ));
+    }
+    let cells = arr
+        .values()
+        .map_err(|e| malformed(ty, e))
+        .map(|cell| cell.map(|raw| text_form(elem, raw, nested)).transpose())
+        .collect()?;
+    Ok((dims, cells))
+}
+
 /// A binary array → its text form, with `[lower:upper]=` dimension decoration when any
 /// lower bound is not 1.
 pub(super) fn array_text<'r>(
@@ -109,26 +142,14 @@ pub(super) fn array_text<'r>(
     raw: &'r [u8],
     nested: &mut Nested<'r>,
 ) -> Result<String, DecodeError> {
-    use fallible_iterator::FallibleIterator;
-    let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
-    let dims: Vec<(usize, i32)> = arr
-        .dimensions()
-        .map(|d| Ok((usize::try_from(d.len).unwrap_or(0), d.lower_bound)))
-        .collect()
-        .map_err(|e| malformed(ty, e))?;
-    let cells: Vec<Option<String>> = arr
-        .values()
-        .map_err(|e| malformed(ty, e))
-        .map(|cell| cell.map(|raw| text_form(elem, raw, nested)).transpose())
-        .collect()?;
-    if dims.is_empty() {
+    let (dims, cells) = element_texts(ty, elem, raw, nested)?;
+    if cells.is_empty() {
         return Ok("{}".into());
     }
     let mut out = String::new();
     let (lens, lowers): (Vec<usize>, Vec<i32>) = dims.into_iter().unzip();
     write_array_bounds(&lens, &lowers, &mut out);
-    let mut cells = cells.into_iter();
-    write_array_literal(&lens, &mut cells, &mut out);
+    write_array_literal(&lens, &mut cells.into_iter(), &mut out);
     Ok(out)
 }
 
@@ -140,17 +161,11 @@ pub(super) fn vector_text<'r>(
     raw: &'r [u8],
     nested: &mut Nested<'r>,
 ) -> Result<String, DecodeError> {
-    use fallible_iterator::FallibleIterator;
-    let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
-    let texts: Vec<String> = arr
-        .values()
-        .map_err(|e| malformed(ty, e))
-        .map(|cell| match cell {
-            Some(raw) => text_form(elem, raw, nested),
-            None => Err(malformed(ty, "a NULL element in a vector")),
-        })
-        .collect()?;
-    Ok(texts.join(" "))
+    let (_, cells) = element_texts(ty, elem, raw, nested)?;
+    let texts: Option<Vec<String>> = cells.into_iter().collect();
+    texts
+        .map(|t| t.join(" "))
+        .ok_or_else(|| malformed(ty, "a NULL element in a vector"))
 }
 
 /// A binary range → `empty` or `[lower,upper)` style text; an infinite bound is left empty.
