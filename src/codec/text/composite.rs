@@ -101,15 +101,18 @@ pub(crate) fn write_array_bounds(lens: &[usize], lowers: &[i32], out: &mut Strin
     out.push('=');
 }
 
-/// A binary array's dimensions (length, lower bound; outermost first) and its elements'
-/// text in order, `None` for NULL. A header claiming more elements than the bytes could
+/// An array's dimensions (length, lower bound; outermost first) and its elements' text in
+/// order, `None` for NULL.
+type ElementTexts = (Vec<(usize, i32)>, Vec<Option<String>>);
+
+/// A binary array's [`ElementTexts`]. A header claiming more elements than the bytes could
 /// hold is malformed, never an allocation of that size.
 fn element_texts<'r>(
     ty: &Type,
     elem: &Type,
     raw: &'r [u8],
     nested: &mut Nested<'r>,
-) -> Result<(Vec<(usize, i32)>, Vec<Option<String>>), DecodeError> {
+) -> Result<ElementTexts, DecodeError> {
     use fallible_iterator::FallibleIterator;
     let arr = wire::array_from_sql(raw).map_err(|e| malformed(ty, e))?;
     let dims: Vec<(usize, i32)> = arr
