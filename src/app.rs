@@ -219,6 +219,11 @@ fn spawn_pool_tasks(
             .clone()
             .run_maintenance(every, config.idle_timeout, shutdown.clone()),
     );
+    tokio::spawn(
+        pools
+            .clone()
+            .run_replica_probe(config.replica_probe_interval, shutdown.clone()),
+    );
 }
 
 /// The gRPC server, serving until `drain`: DataAccess behind bearer-token auth, health,

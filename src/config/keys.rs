@@ -53,6 +53,16 @@ impl Key {
         "Failover pool database, if not --database-url");
     pub(super) const FAILOVER_TRANSACTION_SHARE: Key = Key::new("failover-transaction-share", "DB_FAILOVER_TRANSACTION_SHARE", "PERCENT", "50",
         "Most of the failover pool (0-100 %) transactions may hold; the rest stays for critical queries");
+    pub(super) const REPLICA_URLS: Key = Key::new("replica-urls", "DB_REPLICA_URLS", "URLS", "",
+        "Read replicas (standbys), connection strings separated by ';'; each gets a pool replica-N");
+    pub(super) const REPLICA_POOL_MAX: Key = Key::new("replica-pool-max", "DB_REPLICA_POOL_MAX", "N", "10",
+        "Most connections in each replica's pool");
+    pub(super) const REPLICA_POOL_MIN: Key = Key::new("replica-pool-min", "DB_REPLICA_POOL_MIN", "N", "2",
+        "Idle connections kept in each replica's pool");
+    pub(super) const REPLICA_MAX_STALENESS: Key = Key::new("replica-max-staleness", "DB_REPLICA_MAX_STALENESS", "MS", "5000",
+        "Staleness bound of reads that name none: a replica further behind the primary is skipped");
+    pub(super) const REPLICA_PROBE_INTERVAL: Key = Key::new("replica-probe-interval", "DB_REPLICA_PROBE_INTERVAL", "MS", "500",
+        "How often each replica's recovery state and lag are measured, in ms (at least 50)");
     pub(super) const PIPELINE_CONNECTIONS: Key = Key::new("pipeline-connections", "PGSIDECAR_PIPELINE_CONNECTIONS", "N", "2",
         "Primary connections Query statements share, pipelined (at most half of --pool-max); 0 = off, each statement leases its own");
     pub(super) const PIPELINE_DEPTH: Key = Key::new("pipeline-depth", "PGSIDECAR_PIPELINE_DEPTH", "N", "16",
@@ -117,12 +127,14 @@ impl Key {
         "End a stream whose client has read nothing for this many ms, cancelling its statement");
 
     /// Every setting, in `--help` order.
-    pub(super) const ALL: [Key; 47] = [
+    pub(super) const ALL: [Key; 52] = [
         Key::PROFILE, Key::CONFIG, Key::DATABASE_URL, Key::POOL_MAX, Key::POOL_MIN,
         Key::POOL_IDLE_TIMEOUT, Key::POOL_MAX_LIFETIME, Key::CONNECTION_TIMEOUT, Key::POOL_MAX_WAITING,
         Key::QUERY_TIMEOUT,
         Key::ENABLE_FAILOVER, Key::FAILOVER_THRESHOLD, Key::FAILOVER_POOL_MAX, Key::FAILOVER_POOL_MIN,
-        Key::FAILOVER_DATABASE_URL, Key::FAILOVER_TRANSACTION_SHARE, Key::PIPELINE_CONNECTIONS, Key::PIPELINE_DEPTH,
+        Key::FAILOVER_DATABASE_URL, Key::FAILOVER_TRANSACTION_SHARE,
+        Key::REPLICA_URLS, Key::REPLICA_POOL_MAX, Key::REPLICA_POOL_MIN, Key::REPLICA_MAX_STALENESS,
+        Key::REPLICA_PROBE_INTERVAL, Key::PIPELINE_CONNECTIONS, Key::PIPELINE_DEPTH,
         Key::STATEMENT_CACHE_SIZE, Key::HEALTH_CHECK_INTERVAL,
         Key::CONNECTION_VALIDATION, Key::TRANSACTION_IDLE_TIMEOUT,
         Key::TRANSACTION_MAX_DURATION, Key::SLOW_QUERY_MS, Key::GRPC_ADDR,

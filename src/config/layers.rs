@@ -9,8 +9,8 @@ use clap::{Arg, ArgMatches, ColorChoice, Command};
 use super::keys::Key;
 use super::parse::{
     add_token, integer, millis, millis_or_none, non_empty, parse_addr, parse_bool,
-    parse_database_url, parse_log_format, parse_percent, parse_share, read_tokens_file,
-    readable_file, token_list,
+    parse_database_url, parse_log_format, parse_percent, parse_replica_urls, parse_share,
+    read_tokens_file, readable_file, token_list, wants_read_write,
 };
 use super::{Config, ConfigError, PoolConfig, ServerTls, Tokens};
 
@@ -259,6 +259,10 @@ impl Layers<'_> {
         self.set(&mut c.failover.database_url, Key::FAILOVER_DATABASE_URL, parse_database_url)?;
         self.pool(&mut c.primary, Key::POOL_MAX, Key::POOL_MIN)?;
         self.pool(&mut c.failover, Key::FAILOVER_POOL_MAX, Key::FAILOVER_POOL_MIN)?;
+        self.set(&mut c.replica_urls, Key::REPLICA_URLS, parse_replica_urls)?;
+        self.pool(&mut c.replica_pool, Key::REPLICA_POOL_MAX, Key::REPLICA_POOL_MIN)?;
+        self.set(&mut c.replica_max_staleness, Key::REPLICA_MAX_STALENESS, millis(1))?;
+        self.set(&mut c.replica_probe_interval, Key::REPLICA_PROBE_INTERVAL, millis(50))?;
         self.set(&mut c.limits.max_sql_bytes, Key::MAX_SQL_BYTES, integer(1, None))?;
         self.set(&mut c.limits.max_params, Key::MAX_PARAMS, integer(1, Some(65535)))?;
         self.set(&mut c.limits.max_message_bytes, Key::MAX_MESSAGE_BYTES, integer(1024, None))?;
@@ -331,6 +335,11 @@ pub(super) fn check_cross_fields(c: &Config) -> Result<(), ConfigError> {
     for (pool, min_key, max_key) in [
         (&c.primary, Key::POOL_MIN, Key::POOL_MAX),
         (&c.failover, Key::FAILOVER_POOL_MIN, Key::FAILOVER_POOL_MAX),
+        (
+            &c.replica_pool,
+            Key::REPLICA_POOL_MIN,
+            Key::REPLICA_POOL_MAX,
+        ),
     ] {
         if pool.min_idle > pool.max_size {
             return Err(min_key.invalid(format!(
@@ -340,6 +349,22 @@ pub(super) fn check_cross_fields(c: &Config) -> Result<(), ConfigError> {
                 pool.min_idle
             )));
         }
+    }
+    // A bound the probe cannot see below would leave every replica unqualified.
+    if !c.replica_urls.is_empty() && c.replica_max_staleness <= c.replica_probe_interval {
+        return Err(Key::REPLICA_MAX_STALENESS.invalid(format!(
+            "expected more than {} = {} ms: a replica's staleness is measured that often",
+            Key::REPLICA_PROBE_INTERVAL.label(),
+            c.replica_probe_interval.as_millis()
+        )));
+    }
+    // libpq's read-write check asks `SHOW transaction_read_only`, which a read-only session
+    // answers "on": every connection would be refused.
+    if c.read_only && wants_read_write(&c.primary.database_url) {
+        return Err(Key::DATABASE_URL.invalid(format!(
+            "target_session_attrs=read-write cannot be used with {} (every session starts read-only)",
+            Key::READ_ONLY.label()
+        )));
     }
     // Both on port 0 is fine (tests ask the OS for two free ports); the same fixed port is not.
     if c.grpc_addr == c.http_addr && c.grpc_addr.port() != 0 {

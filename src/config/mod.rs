@@ -190,6 +190,14 @@ pub struct Config {
     /// transactions may hold at once, so long-held leases never take the whole reserve from
     /// critical Query calls.
     pub failover_transaction_share_percent: u32,
+    /// Read replicas' connection strings, in order; replica `i` has the pool `replica-i`.
+    pub replica_urls: Vec<String>,
+    /// Size of each replica's pool (its `database_url` unused: see `replica_urls`).
+    pub replica_pool: PoolConfig,
+    /// Staleness bound of a replica read that names none.
+    pub replica_max_staleness: Duration,
+    /// How often each replica is probed for its recovery state and lag.
+    pub replica_probe_interval: Duration,
     /// Primary connections the pipelined path holds and shares among Query statements
     /// (capped at half the primary pool when the pools are built); 0 turns it off.
     pub pipeline_connections: u32,
@@ -347,6 +355,14 @@ impl Config {
             enable_failover: true,
             failover_threshold_percent: 80.0,
             failover_transaction_share_percent: 50,
+            replica_urls: Vec::new(),
+            replica_pool: PoolConfig {
+                max_size: 10,
+                min_idle: 2,
+                database_url: String::new(),
+            },
+            replica_max_staleness: Duration::from_millis(5_000),
+            replica_probe_interval: Duration::from_millis(500),
             pipeline_connections: 2,
             pipeline_depth: 16,
             idle_timeout: Duration::from_millis(30_000),

@@ -204,6 +204,36 @@ pub(super) fn non_empty(expected: &'static str) -> impl Fn(&str) -> Result<Strin
     }
 }
 
+/// Replica connection strings separated by `;` (a multi-host URL has commas of its own);
+/// blanks between separators are skipped, so an empty value means no replicas. A replica
+/// asked to be read-write could never be connected to: it is refused here.
+pub(super) fn parse_replica_urls(s: &str) -> Result<Vec<String>, String> {
+    let mut urls = Vec::new();
+    for (i, part) in s.split(';').map(str::trim).enumerate() {
+        if part.is_empty() {
+            continue;
+        }
+        let url = parse_database_url(part).map_err(|e| format!("replica {i}: {e}"))?;
+        if wants_read_write(&url) {
+            return Err(format!(
+                "replica {i}: target_session_attrs=read-write names a primary, not a replica"
+            ));
+        }
+        urls.push(url);
+    }
+    Ok(urls)
+}
+
+/// Whether a connection string (already checked) asks for `target_session_attrs=read-write`.
+pub(super) fn wants_read_write(url: &str) -> bool {
+    crate::conninfo::tls::split(url)
+        .ok()
+        .and_then(|(rest, _)| tokio_postgres::Config::from_str(&rest).ok())
+        .is_some_and(|pg| {
+            pg.get_target_session_attrs() == tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        })
+}
+
 pub(super) fn parse_database_url(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("expected a postgres URL or key=value connection string, got \"\"".to_owned());

@@ -287,6 +287,79 @@ fn the_pipelined_path_is_sized_within_bounds() {
 }
 
 #[test]
+fn replica_settings_are_checked_alone_and_together() {
+    for (env, setting, says) in [
+        (
+            vec![("DB_REPLICA_URLS", "postgres://r1/app;host=r2 port=x")],
+            "DB_REPLICA_URLS",
+            "replica 1",
+        ),
+        (
+            vec![(
+                "DB_REPLICA_URLS",
+                "postgres://r1/app?target_session_attrs=read-write",
+            )],
+            "DB_REPLICA_URLS",
+            "names a primary",
+        ),
+        (
+            vec![("DB_REPLICA_POOL_MAX", "0")],
+            "DB_REPLICA_POOL_MAX",
+            "0",
+        ),
+        (
+            vec![("DB_REPLICA_MAX_STALENESS", "0")],
+            "DB_REPLICA_MAX_STALENESS",
+            "0",
+        ),
+        (
+            vec![("DB_REPLICA_PROBE_INTERVAL", "49")],
+            "DB_REPLICA_PROBE_INTERVAL",
+            "49",
+        ),
+        (
+            vec![
+                ("DB_REPLICA_URLS", "postgres://r1/app"),
+                ("DB_REPLICA_POOL_MAX", "2"),
+                ("DB_REPLICA_POOL_MIN", "3"),
+            ],
+            "DB_REPLICA_POOL_MIN",
+            "at most",
+        ),
+        (
+            vec![
+                ("DB_REPLICA_URLS", "postgres://r1/app"),
+                ("DB_REPLICA_MAX_STALENESS", "500"),
+                ("DB_REPLICA_PROBE_INTERVAL", "500"),
+            ],
+            "DB_REPLICA_MAX_STALENESS",
+            "measured that often",
+        ),
+        (
+            vec![
+                (
+                    "DATABASE_URL",
+                    "postgres://a,b/app?target_session_attrs=read-write",
+                ),
+                ("PGSIDECAR_READ_ONLY", "true"),
+            ],
+            "DATABASE_URL",
+            "read-only",
+        ),
+    ] {
+        let (got, message) = invalid(load(&[], &env));
+        assert!(got.starts_with(setting), "{env:?}: {got}");
+        assert!(message.contains(says), "{env:?}: {message}");
+    }
+    // A read-write primary list is fine without read-only mode, and no replica is the default.
+    let env = [(
+        "DATABASE_URL",
+        "postgres://a,b/app?target_session_attrs=read-write",
+    )];
+    assert!(load(&[], &env).unwrap().replica_urls.is_empty());
+}
+
+#[test]
 fn production_defaults_differ_only_in_pool_and_log_format() {
     let prod = Config::defaults(Profile::Production);
     assert_eq!((prod.primary.max_size, prod.primary.min_idle), (100, 25));
@@ -399,6 +472,14 @@ fn every_env_name_reaches_its_field() {
         ("DB_FAILOVER_POOL_MIN", "2"),
         ("DB_FAILOVER_DATABASE_URL", "host=standby user=app"),
         ("DB_FAILOVER_TRANSACTION_SHARE", "75%"),
+        (
+            "DB_REPLICA_URLS",
+            "postgres://r1/app; ;host=r2,r3 dbname=app;",
+        ),
+        ("DB_REPLICA_POOL_MAX", "6"),
+        ("DB_REPLICA_POOL_MIN", "1"),
+        ("DB_REPLICA_MAX_STALENESS", "2500"),
+        ("DB_REPLICA_PROBE_INTERVAL", "50"),
         ("PGSIDECAR_PIPELINE_CONNECTIONS", "0"),
         ("PGSIDECAR_PIPELINE_DEPTH", "1024"),
         ("DB_STATEMENT_CACHE_SIZE", "0"),
@@ -443,6 +524,17 @@ fn every_env_name_reaches_its_field() {
         enable_failover: false,
         failover_threshold_percent: 92.5,
         failover_transaction_share_percent: 75,
+        replica_urls: vec![
+            "postgres://r1/app".to_owned(),
+            "host=r2,r3 dbname=app".to_owned(),
+        ],
+        replica_pool: PoolConfig {
+            max_size: 6,
+            min_idle: 1,
+            database_url: String::new(),
+        },
+        replica_max_staleness: MS(2500),
+        replica_probe_interval: MS(50),
         pipeline_connections: 0,
         pipeline_depth: 1024,
         idle_timeout: MS(1234),
@@ -505,6 +597,11 @@ fn every_flag_reaches_its_field_and_beats_env() {
         "--failover-pool-max=3",
         "--failover-pool-min=0",
         "--failover-database-url=postgresql://b@h2/db",
+        "--replica-urls=postgres://r@h3/db;postgres://r@h4:5433,h5/db",
+        "--replica-pool-max=4",
+        "--replica-pool-min=3",
+        "--replica-max-staleness=900",
+        "--replica-probe-interval=300",
         "--statement-cache-size=17",
         "--health-check-interval=250",
         "--connection-validation=FALSE",
@@ -551,6 +648,13 @@ fn every_flag_reaches_its_field_and_beats_env() {
     assert_eq!(c.failover_threshold_percent, 50.0);
     assert_eq!((c.failover.max_size, c.failover.min_idle), (3, 0));
     assert_eq!(c.failover.database_url, "postgresql://b@h2/db");
+    assert_eq!(
+        c.replica_urls,
+        ["postgres://r@h3/db", "postgres://r@h4:5433,h5/db"]
+    );
+    assert_eq!((c.replica_pool.max_size, c.replica_pool.min_idle), (4, 3));
+    assert_eq!(c.replica_max_staleness, MS(900));
+    assert_eq!(c.replica_probe_interval, MS(300));
     assert_eq!(c.statement_cache_size, 17);
     assert_eq!(c.health_check_interval, MS(250));
     assert!(!c.connection_validation);

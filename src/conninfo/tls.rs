@@ -77,19 +77,23 @@ pub fn split(conn: &str) -> Result<(String, PgTls), String> {
         }
     };
     let rest = if conn.starts_with("postgres://") || conn.starts_with("postgresql://") {
-        let mut url = url::Url::parse(conn).map_err(|e| format!("not a valid URL: {e}"))?;
+        // Only the query is ours to read: the rest goes to tokio-postgres as written, which
+        // also takes what a generic URL parser refuses (`host1:5432,host2:5433`).
+        let (base, query) = conn.split_once('?').unwrap_or((conn, ""));
         let mut kept = Vec::new();
-        for (k, v) in url.query_pairs() {
+        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
             if !take(&k, &v)? {
                 kept.push((k.into_owned(), v.into_owned()));
             }
         }
         if kept.is_empty() {
-            url.set_query(None);
+            base.to_owned()
         } else {
-            url.query_pairs_mut().clear().extend_pairs(kept);
+            let query = url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(kept)
+                .finish();
+            format!("{base}?{query}")
         }
-        url.to_string()
     } else {
         let mut kept = Vec::new();
         for word in conn.split_whitespace() {

@@ -153,6 +153,7 @@ fn pool_parts(e: &PoolError) -> Parts {
         PoolError::Exhausted { .. } => (Code::ResourceExhausted, "POOL_EXHAUSTED"),
         PoolError::DeadlineExceeded { .. } => (Code::DeadlineExceeded, "DEADLINE_EXCEEDED"),
         PoolError::Closed { .. } => (Code::Unavailable, "SHUTTING_DOWN"),
+        PoolError::NoReplica { .. } => (Code::Unavailable, "NO_REPLICA"),
         PoolError::Config { .. } => (Code::Internal, "POOL_MISCONFIGURED"),
         PoolError::Unavailable { .. } | PoolError::ConnectTimeout { .. } => {
             (Code::Unavailable, "DATABASE_UNAVAILABLE")

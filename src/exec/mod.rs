@@ -71,6 +71,7 @@ pub fn execution_info(
         queue_time: prost_types::Duration::try_from(queue_time).ok(),
         execution_time: prost_types::Duration::try_from(execution_time).ok(),
         attempts,
+        commit_lsn: String::new(),
     }
 }
 

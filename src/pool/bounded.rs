@@ -31,6 +31,16 @@ pub(super) struct Counters {
     pub(super) failing_since: AtomicU64,
 }
 
+/// What a probe found.
+pub(super) enum Probe {
+    /// The database answered; the first row of the answer (empty if none), as text.
+    Row(Vec<Option<String>>),
+    /// Every connection was lent out: nothing was learned.
+    Busy,
+    /// The database could not be reached, or did not answer in time.
+    Down,
+}
+
 /// One deadpool pool with its name, sizes and counters.
 #[derive(Clone)]
 pub(super) struct Pool {
@@ -172,34 +182,58 @@ impl Pool {
     /// requests; when every connection is lent out, busy is not down, so the answer is what
     /// the pool last learned about reaching the database.
     pub(super) async fn probe(&self, deadline: Instant) -> bool {
+        match self.probe_row(deadline, Duration::ZERO, "").await {
+            Probe::Row(_) => true,
+            Probe::Busy => self.reachable(),
+            Probe::Down => false,
+        }
+    }
+
+    /// Whether the pool could lend a connection now without a wait.
+    pub(super) fn has_room(&self) -> bool {
+        let s = self.inner.status();
+        s.available > 0 || s.size < s.max_size
+    }
+
+    /// Runs `sql` (simple protocol) on an idle or newly opened connection, waiting at most
+    /// `wait` for one to come free, and returns its first row as text.
+    pub(super) async fn probe_row(&self, deadline: Instant, wait: Duration, sql: &str) -> Probe {
         let left = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_millis(1));
         let timeouts = Timeouts {
-            wait: Some(Duration::ZERO),
+            wait: Some(wait.min(left)),
             create: Some(left),
             recycle: Some(left),
         };
         match self.inner.timeout_get(&timeouts).await {
             Ok(conn) => {
-                let ok = matches!(
-                    tokio::time::timeout_at(deadline.into(), conn.simple_query("")).await,
-                    Ok(Ok(_))
-                );
-                if ok {
-                    self.reached();
-                } else {
-                    // A connection that cannot answer is not given to anyone else.
-                    drop(super::Object::take(conn));
-                    self.failed_to_reach();
+                match tokio::time::timeout_at(deadline.into(), conn.simple_query(sql)).await {
+                    Ok(Ok(messages)) => {
+                        self.reached();
+                        let row = messages.iter().find_map(|m| match m {
+                            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                                (0..row.len())
+                                    .map(|i| row.get(i).map(str::to_owned))
+                                    .collect(),
+                            ),
+                            _ => None,
+                        });
+                        Probe::Row(row.unwrap_or_default())
+                    }
+                    _ => {
+                        // A connection that cannot answer is not given to anyone else.
+                        drop(super::Object::take(conn));
+                        self.failed_to_reach();
+                        Probe::Down
+                    }
                 }
-                ok
             }
-            Err(DeadPoolError::Timeout(deadpool::managed::TimeoutType::Wait)) => self.reachable(),
-            Err(DeadPoolError::Closed) => false,
+            Err(DeadPoolError::Timeout(deadpool::managed::TimeoutType::Wait)) => Probe::Busy,
+            Err(DeadPoolError::Closed) => Probe::Down,
             Err(_) => {
                 self.failed_to_reach();
-                false
+                Probe::Down
             }
         }
     }
@@ -224,6 +258,7 @@ impl Pool {
             checkouts,
             reuse_rate: reuse_rate(created, checkouts),
             pipelined_in_flight: self.lanes.as_ref().map_or_else(Vec::new, |l| l.depths()),
+            replica: None,
         }
     }
 

@@ -1,12 +1,15 @@
-//! The connection pools: a primary pool for normal work and a reserved failover pool for
-//! critical work, each bounded, prewarmed and maintained; routing by priority; bounded
-//! waiting for a connection; and the live figures PoolStatus and the metrics report.
+//! The connection pools: a primary pool for normal work, a reserved failover pool for
+//! critical work and one pool per read replica, each bounded, prewarmed and maintained;
+//! routing by priority and read preference; bounded waiting for a connection; and the live
+//! figures PoolStatus and the metrics report.
 
 mod admission;
 mod bounded;
 mod connection;
 mod lanes;
+mod lsn;
 mod maintenance;
+mod replicas;
 mod reset;
 pub mod route;
 mod session_watch;
@@ -22,6 +25,8 @@ use crate::telemetry::LogGate;
 use bounded::Pool;
 pub use connection::Conn;
 pub use lanes::LaneFigures;
+pub use lsn::Lsn;
+pub use replicas::{Preference, ReadRoute};
 pub use reset::{COMMIT_THEN_RESET_SQL, RESET_AFTER_EACH_SQL, reset};
 pub use route::Target;
 pub use statement_cache::{CacheStats, Prepared};
@@ -70,6 +75,12 @@ pub enum PoolError {
         /// Pool name.
         pool: &'static str,
     },
+    /// A read that may only go to a replica found none that may serve it.
+    #[error("no replica may serve this read: {why}")]
+    NoReplica {
+        /// What each replica lacked.
+        why: String,
+    },
     /// A configured connection string is not valid (caught by config validation first).
     #[error("invalid connection settings for the {pool} pool: {message}")]
     Config {
@@ -102,6 +113,30 @@ pub struct Lease {
     slot: Option<admission::Slot>,
 }
 
+/// A connection from `pool`, waiting at most `timeout` and never past `deadline`; a wait
+/// cut short by the deadline is reported as one, not as exhaustion.
+async fn lend(
+    pool: &Pool,
+    deadline: Option<Instant>,
+    timeout: Duration,
+) -> Result<Lease, PoolError> {
+    let started = Instant::now();
+    let timeout_at = started + timeout;
+    let until = deadline.map_or(timeout_at, |d| d.min(timeout_at));
+    match pool.acquire(until, timeout).await {
+        // Cut short by the caller's deadline, not by the pool: a deadline, not exhaustion.
+        Err(PoolError::Exhausted { pool, .. } | PoolError::ConnectTimeout { pool })
+            if until < timeout_at =>
+        {
+            Err(PoolError::DeadlineExceeded {
+                pool,
+                waited: started.elapsed(),
+            })
+        }
+        other => other,
+    }
+}
+
 /// Routing events, each let through at most once a second.
 static BUSY_LOG: LogGate = LogGate::new(1);
 static FAILOVER_LOG: LogGate = LogGate::new(1);
@@ -117,6 +152,8 @@ pub struct Pools {
     cache_stats: Arc<CacheStats>,
     /// How many failover connections transactions hold, and the most they may.
     transaction_share: Arc<admission::Share>,
+    /// The read replicas (none unless `DB_REPLICA_URLS` names some).
+    replicas: Arc<replicas::Replicas>,
 }
 
 impl Pools {
@@ -139,7 +176,9 @@ impl Pools {
             config.failover.max_size,
             config.failover_transaction_share_percent,
         ));
+        let replicas = Arc::new(replicas::Replicas::new(config, &cache_stats)?);
         Ok(Pools {
+            replicas,
             primary,
             failover,
             threshold_percent: config.failover_threshold_percent,
@@ -160,8 +199,7 @@ impl Pools {
     /// Whether the primary pool could lend a connection now without a wait: one is idle,
     /// or it may open another.
     pub fn primary_has_room(&self) -> bool {
-        let s = self.primary.inner.status();
-        s.available > 0 || s.size < s.max_size
+        self.primary.has_room()
     }
 
     /// Whether a request of this priority would be served by the reserve now.
@@ -255,26 +293,62 @@ impl Pools {
         Ok(lease)
     }
 
+    /// Lends a replica connection for a read routed by `route`: the least-behind replica
+    /// that qualifies (reachable, in recovery, within the staleness bound, and past
+    /// `route.min_lsn` when given). `Ok(None)`: none qualifies and the read may go to the
+    /// primary; under [`Preference::ReplicaOnly`] that is [`PoolError::NoReplica`] instead.
+    pub async fn acquire_read(
+        &self,
+        route: &ReadRoute,
+        deadline: Option<Instant>,
+    ) -> Result<Option<Lease>, PoolError> {
+        let until = deadline.unwrap_or_else(|| Instant::now() + self.connection_timeout);
+        let chosen = self
+            .replicas
+            .acquire(route, until, deadline, self.connection_timeout)
+            .await?;
+        let target = match &chosen {
+            Ok(lease) => lease.pool,
+            Err(_) if route.preference == Preference::ReplicaPreferred => "primary",
+            Err(_) => "none",
+        };
+        crate::telemetry::routed_read(target);
+        match chosen {
+            Ok(lease) => Ok(Some(lease)),
+            Err(why) if route.preference == Preference::ReplicaOnly => {
+                Err(PoolError::NoReplica { why })
+            }
+            Err(why) => {
+                tracing::debug!(%why, "read served by the primary: no replica qualifies");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Measures every replica's recovery state and lag every `every` until `stop` changes.
+    pub async fn run_replica_probe(
+        self,
+        every: Duration,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.replicas.list.is_empty() {
+            return;
+        }
+        loop {
+            self.replicas.probe(&self.primary, every).await;
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
     async fn acquire_from(
         &self,
         pool: &Pool,
         deadline: Option<Instant>,
     ) -> Result<Lease, PoolError> {
-        let started = Instant::now();
-        let timeout_at = started + self.connection_timeout;
-        let until = deadline.map_or(timeout_at, |d| d.min(timeout_at));
-        match pool.acquire(until, self.connection_timeout).await {
-            // Cut short by the caller's deadline, not by the pool: a deadline, not exhaustion.
-            Err(PoolError::Exhausted { pool, .. } | PoolError::ConnectTimeout { pool })
-                if until < timeout_at =>
-            {
-                Err(PoolError::DeadlineExceeded {
-                    pool,
-                    waited: started.elapsed(),
-                })
-            }
-            other => other,
-        }
+        lend(pool, deadline, self.connection_timeout).await
     }
 
     /// Whether the primary pool reaches PostgreSQL, by a round trip on an idle (or newly
@@ -289,6 +363,14 @@ impl Pools {
         let mut opened = self.primary.prewarm(self.connection_timeout).await?;
         if let Some(failover) = &self.failover {
             opened += failover.prewarm(self.connection_timeout).await?;
+        }
+        // A replica that is down must not hold back the primary: it is probed and routed
+        // around until it comes back.
+        for r in &self.replicas.list {
+            match r.pool.prewarm(self.connection_timeout).await {
+                Ok(n) => opened += n,
+                Err(e) => tracing::warn!(pool = r.pool.name, error = %e, "replica prewarm failed"),
+            }
         }
         Ok(opened)
     }
@@ -315,7 +397,9 @@ impl Pools {
     }
 
     fn all(&self) -> impl Iterator<Item = &Pool> {
-        std::iter::once(&self.primary).chain(self.failover.as_ref())
+        std::iter::once(&self.primary)
+            .chain(self.failover.as_ref())
+            .chain(self.replicas.list.iter().map(|r| &r.pool))
     }
 
     /// Prepared-statement cache counters over every connection of both pools.
@@ -328,12 +412,18 @@ impl Pools {
         self.primary.stats()
     }
 
-    /// Figures for every pool, primary first.
+    /// Figures for every pool: primary, failover, then each replica with what its probe
+    /// found.
     pub fn stats(&self) -> Vec<PoolStats> {
-        self.all().map(Pool::stats).collect()
+        let mut stats: Vec<PoolStats> = self.all().map(Pool::stats).collect();
+        let replicas = stats.len() - self.replicas.list.len();
+        for (i, s) in stats[replicas..].iter_mut().enumerate() {
+            s.replica = Some(self.replicas.state(i));
+        }
+        stats
     }
 
-    /// Closes both pools: waiting requests fail, lent connections close when returned.
+    /// Closes every pool: waiting requests fail, lent connections close when returned.
     pub fn close(&self) {
         self.all().for_each(Pool::close);
     }

@@ -6,6 +6,7 @@ pub(crate) mod codec;
 mod deadline;
 mod outbound;
 mod query;
+mod routing;
 mod status;
 mod stream_query;
 mod transaction;

@@ -135,20 +135,34 @@ async fn run_on(
     // Shared connections take what cannot leave session state behind for a neighbour, as
     // far as the text shows; what a statement did anyway is caught after it (see
     // `pipeline`).
+    // A replica read leases a replica connection; one that asks for its commit LSN reads
+    // it on the connection that committed, after the statement.
+    let route = super::routing::read_route(req.read_from.as_ref(), "read_from")?;
     let pipelined = state.pipeline.enabled()
         && spec.around == Around::default()
+        && !req.return_lsn
         && !crate::sql::session::may_change_session(&req.sql);
     let mut backoff = crate::time::Backoff::new(budget.stop_at);
     let mut attempts = 0u32;
     let mut resent = false;
     loop {
         attempts += 1;
-        let slot = match pipelined {
+        let replica = match &route {
+            Some(route) => state.pools.acquire_read(route, budget.stop_at).await?,
+            None => None,
+        };
+        let slot = match pipelined && replica.is_none() {
             true => state.pipeline.admit(priority, budget.stop_at).await?,
             false => None,
         };
-        let (pool, queue_time, outcome) = match slot {
-            Some(slot) => {
+        let mut commit_lsn = String::new();
+        let (pool, queue_time, outcome) = match (replica, slot) {
+            (Some(lease), _) => {
+                let (pool, queue_time) = (lease.pool, lease.queue_time);
+                let (outcome, _) = attempt(lease, &spec, state, budget, false).await;
+                (pool, queue_time, outcome)
+            }
+            (None, Some(slot)) => {
                 let queue_time = slot.queue_time;
                 let ran = crate::pipeline::run(
                     slot,
@@ -173,10 +187,12 @@ async fn run_on(
                     _ => ("primary", queue_time, ran.result),
                 }
             }
-            None => {
+            (None, None) => {
                 let lease = state.pools.acquire(priority, budget.stop_at).await?;
                 let (pool, queue_time) = (lease.pool, lease.queue_time);
-                (pool, queue_time, attempt(lease, &spec, state, budget).await)
+                let (outcome, lsn) = attempt(lease, &spec, state, budget, req.return_lsn).await;
+                commit_lsn = lsn;
+                (pool, queue_time, outcome)
             }
         };
         served.pool = pool;
@@ -184,13 +200,15 @@ async fn run_on(
             Ok(executed) => {
                 served.report_key = Some(executed.report_key);
                 let mut response = executed.response;
-                response.info = Some(crate::exec::execution_info(
+                let mut info = crate::exec::execution_info(
                     pool,
                     executed.cached,
                     queue_time,
                     executed.execution_time,
                     attempts,
-                ));
+                );
+                info.commit_lsn = commit_lsn;
+                response.info = Some(info);
                 return Ok(response);
             }
             Err(failed) => {
@@ -213,12 +231,15 @@ async fn run_on(
 
 /// One attempt on one leased connection: runs the statement until the budget ends (then
 /// cancels it in PostgreSQL), and resets the session if the statement may have changed it.
+/// With `want_lsn`, also reads the commit LSN once the statement has committed: empty if
+/// that read fails, since the statement did commit and must be reported as done.
 async fn attempt(
     lease: crate::pool::Lease,
     spec: &Spec<'_>,
     state: &State,
     budget: Budget,
-) -> Result<Executed, Failed> {
+    want_lsn: bool,
+) -> (Result<Executed, Failed>, String) {
     let inflight = InFlight::new(lease);
     let result = {
         let fut = crate::exec::run(inflight.client(), spec, &state.config.limits);
@@ -248,9 +269,18 @@ async fn attempt(
             }
         }
     };
+    let mut lsn = String::new();
+    if want_lsn && result.is_ok() {
+        match super::routing::commit_lsn(inflight.client()).await {
+            Ok(text) => lsn = text,
+            Err(e) => {
+                tracing::warn!(error = %e, "the commit LSN could not be read after a statement")
+            }
+        }
+    }
     match &result {
         Ok(executed) => inflight.finish_after(executed.changes_session).await,
         Err(failed) => inflight.finish_after_error(spec.sql, &failed.error).await,
     }
-    result
+    (result, lsn)
 }

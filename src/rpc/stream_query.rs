@@ -41,11 +41,19 @@ pub(super) async fn stream_query(
     let req = request.into_inner();
     super::query::validate(&req, &state)?;
     let priority = grant.priority(req.priority)?;
-    let lease = state
-        .pools
-        .acquire(priority, budget.stop_at)
-        .await
-        .map_err(Error::from)?;
+    let route = super::routing::read_route(req.read_from.as_ref(), "read_from")?;
+    let replica = match &route {
+        Some(route) => state.pools.acquire_read(route, budget.stop_at).await,
+        None => Ok(None),
+    };
+    let lease = match replica.map_err(Error::from)? {
+        Some(lease) => lease,
+        None => state
+            .pools
+            .acquire(priority, budget.stop_at)
+            .await
+            .map_err(Error::from)?,
+    };
     let pool = lease.pool;
     let (tx, rx) = outbound::channel(BUFFERED_CHUNKS, state.config.stream_idle_timeout);
     tokio::spawn(async move {
@@ -90,11 +98,24 @@ async fn run(
         around: super::autocommit(state, grant),
     };
     let produce = produce(state, &inflight, &spec, tx);
+    let want_lsn = req.return_lsn && !super::routing::is_replica(pool);
     let result = tokio::select! {
-        r = produce => r.map(|(mut last, produced)| {
-            last.info = Some(crate::exec::execution_info(pool, produced.cached, queue_time, produced.execution_time, 1));
-            (last, produced)
-        }),
+        r = produce => match r {
+            Ok((mut last, produced)) => {
+                let mut info = crate::exec::execution_info(pool, produced.cached, queue_time, produced.execution_time, 1);
+                if want_lsn {
+                    // Committed already: a failure to read the LSN leaves it empty, not the
+                    // statement failed.
+                    match super::routing::commit_lsn(inflight.client()).await {
+                        Ok(text) => info.commit_lsn = text,
+                        Err(e) => tracing::warn!(error = %e, "the commit LSN could not be read after a statement"),
+                    }
+                }
+                last.info = Some(info);
+                Ok((last, produced))
+            }
+            Err(e) => Err(e),
+        },
         // The client went away: dropping `inflight` below cancels the statement.
         _ = tx.closed() => return Ok(None),
         _ = crate::time::until(budget.stop_at) => {

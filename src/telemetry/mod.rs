@@ -75,6 +75,9 @@ pub mod names {
     pub const PIPELINE_RESENT: &str = "pgsidecar_pipeline_resent_total";
     pub const PIPELINE_AFTER_SESSION_CHANGE: &str =
         "pgsidecar_pipeline_ran_after_session_change_total";
+    pub const REPLICA_LAG_SECONDS: &str = "pgsidecar_replica_lag_seconds";
+    pub const REPLICA_LAG_BYTES: &str = "pgsidecar_replica_lag_bytes";
+    pub const ROUTED_READS: &str = "pgsidecar_routed_reads_total";
     pub const PIPELINE_RETIRED: &str = "pgsidecar_pipeline_connections_retired_total";
 }
 
@@ -152,6 +155,20 @@ fn describe() {
         "Transaction streams holding a connection now"
     );
     describe_counter!(TRANSACTIONS, "Transactions ended, by outcome");
+    describe_gauge!(
+        REPLICA_LAG_SECONDS,
+        Unit::Seconds,
+        "How far behind the primary each replica is known to be, at most, as last probed"
+    );
+    describe_gauge!(
+        REPLICA_LAG_BYTES,
+        Unit::Bytes,
+        "WAL bytes between the primary's position and each replica's replay, as last probed"
+    );
+    describe_counter!(
+        ROUTED_READS,
+        "Reads that asked for a replica, by the target that served them (none: refused)"
+    );
     describe_gauge!(
         DATABASE_REACHABLE,
         "1 when the primary pool reached PostgreSQL at the last probe"
@@ -255,6 +272,11 @@ pub fn record_cancel() {
     counter!(names::QUERIES_CANCELLED).increment(1);
 }
 
+/// Counts a read that asked for a replica, by where it went.
+pub fn routed_read(target: &'static str) {
+    counter!(names::ROUTED_READS, "target" => target).increment(1);
+}
+
 /// Records the time a request waited for a connection.
 pub fn record_pool_wait(pool: &'static str, waited: Duration) {
     histogram!(names::POOL_WAIT_SECONDS, "pool" => pool).record(waited.as_secs_f64());
@@ -285,6 +307,13 @@ pub fn export_pools(pools: &[PoolStats], c: &StatementCacheStats, reachable: boo
         gauge!(names::POOL_UTILIZATION, "pool" => pool.clone()).set(p.utilization_percent / 100.0);
         counter!(names::POOL_CREATED, "pool" => pool.clone()).absolute(p.connections_created);
         counter!(names::POOL_CHECKOUTS, "pool" => pool).absolute(p.checkouts);
+        if let Some(r) = &p.replica {
+            // Unknown (never caught up, never probed) shows as absent, not as zero.
+            if let Some(lag) = r.lag.and_then(|l| Duration::try_from(l).ok()) {
+                gauge!(names::REPLICA_LAG_SECONDS, "pool" => p.name.clone()).set(lag.as_secs_f64());
+            }
+            gauge!(names::REPLICA_LAG_BYTES, "pool" => p.name.clone()).set(r.lag_bytes as f64);
+        }
         for (i, depth) in p.pipelined_in_flight.iter().enumerate() {
             gauge!(names::PIPELINE_IN_FLIGHT, "connection" => i.to_string()).set(*depth);
         }

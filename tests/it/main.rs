@@ -18,6 +18,7 @@ mod observability;
 mod pipeline;
 mod pool;
 mod query;
+mod replicas;
 mod roundtrip;
 mod security;
 mod server;

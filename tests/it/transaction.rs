@@ -235,7 +235,7 @@ async fn isolation_levels_and_read_only_are_honoured() {
         isolation: IsolationLevel::Serializable as i32,
         ..begin()
     };
-    let mut t1 = TxStream::open(&mut c, serializable).await;
+    let mut t1 = TxStream::open(&mut c, serializable.clone()).await;
     let mut t2 = TxStream::open(&mut c, serializable).await;
     begun(&mut t1).await;
     begun(&mut t2).await;

@@ -168,6 +168,33 @@ fn begin_sql(b: &BeginTransaction, idle: Duration, read_only_mode: bool) -> Stri
     sql
 }
 
+/// The connection a transaction is leased: on a replica when it asks for one and is
+/// read-only (SERIALIZABLE, which a standby cannot run, stays on the primary unless the
+/// client insists with REPLICA_ONLY, and hears PostgreSQL's refusal), else as
+/// [`crate::pool::Pools::acquire_transaction`] routes it.
+async fn lease_for(
+    state: &State,
+    begin: &BeginTransaction,
+    priority: crate::proto::Priority,
+) -> Result<crate::pool::Lease, Error> {
+    let route = super::routing::read_route(begin.read_from.as_ref(), "begin.read_from")?;
+    if let Some(route) = route {
+        if !begin.read_only {
+            return Err(Error::invalid(
+                "begin.read_from",
+                "only a read-only transaction may be leased on a replica: set read_only",
+            ));
+        }
+        let serializable = begin.isolation == IsolationLevel::Serializable as i32;
+        if !(serializable && route.preference == crate::pool::Preference::ReplicaPreferred)
+            && let Some(lease) = state.pools.acquire_read(&route, None).await?
+        {
+            return Ok(lease);
+        }
+    }
+    Ok(state.pools.acquire_transaction(priority, None).await?)
+}
+
 async fn serve(
     state: &State,
     grant: Grant,
@@ -217,7 +244,7 @@ async fn serve(
         .transaction_max_duration
         .map(|d| Instant::now() + d);
     let priority = grant.priority(begin.priority)?;
-    let acquired = state.pools.acquire_transaction(priority, None).await?;
+    let acquired = lease_for(state, &begin, priority).await?;
     let pool = acquired.pool;
     lease.conn = Some(InFlight::new(acquired));
     lease
@@ -241,6 +268,7 @@ async fn serve(
         state,
         tx,
         pool,
+        want_lsn: begin.return_lsn && !super::routing::is_replica(pool),
         idle,
         until,
         transaction_id,
@@ -253,6 +281,8 @@ struct Open<'a> {
     state: &'a State,
     tx: &'a Sender,
     pool: &'static str,
+    /// The client asked for the commit LSN, and the transaction is on the primary.
+    want_lsn: bool,
     idle: Duration,
     /// When the maximum transaction duration ends it, if there is one.
     until: Option<Instant>,
@@ -271,6 +301,7 @@ impl Open<'_> {
             tx,
             idle,
             until,
+            want_lsn,
             ..
         } = self;
         let transaction_id = self.transaction_id.clone();
@@ -338,7 +369,7 @@ impl Open<'_> {
                     return refuse_trailing(&mut inbound);
                 }
                 Some(Action::Commit(_)) => {
-                    let outcome = commit(lease, &transaction_id, aborted_by).await?;
+                    let outcome = commit(lease, &transaction_id, aborted_by, want_lsn).await?;
                     lease.outcome = match outcome {
                         Event::Committed(_) => "committed",
                         _ => "rolled_back",
@@ -497,11 +528,14 @@ fn refuse_trailing(inbound: &mut Streaming<TransactionRequest>) -> Result<(), Er
 
 /// Commits, or rolls back a transaction that an error aborted. A lost connection during
 /// COMMIT leaves the outcome unknown: the stream ends UNAVAILABLE with the transaction id
-/// learned just before, for `txid_status()`.
+/// learned just before, for `txid_status()`. With `want_lsn`, a commit is answered with the
+/// commit LSN (empty if the connection was lost just after COMMIT succeeded: committed is
+/// still the truth).
 async fn commit(
     lease: &mut Held,
     transaction_id: &str,
     aborted_by: Option<tonic_types::pb::Status>,
+    want_lsn: bool,
 ) -> Result<Event, Error> {
     let client = lease.client();
     if let Some(error) = aborted_by {
@@ -536,9 +570,19 @@ async fn commit(
     let txid = Some(txid);
     match client.batch_execute("COMMIT").await {
         Ok(()) => {
+            let mut commit_lsn = String::new();
+            if want_lsn {
+                match super::routing::commit_lsn(client).await {
+                    Ok(text) => commit_lsn = text,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the commit LSN could not be read after COMMIT")
+                    }
+                }
+            }
             lease.open = false;
             Ok(Event::Committed(TransactionCommitted {
                 transaction_id: transaction_id.to_owned(),
+                commit_lsn,
             }))
         }
         Err(e) if e.as_db_error().is_some() => {

@@ -1,6 +1,7 @@
 //! A private, throwaway PostgreSQL cluster for fault tests and the benchmark (which includes
 //! this file): made with `initdb` in a temp directory on a free port, restartable and
-//! stoppable at will, removed when dropped. Runs as the `postgres` OS user when run as root
+//! stoppable at will, removed when dropped; and standbys of one, made with
+//! `pg_basebackup -R` and streaming from it, promotable. Runs as the `postgres` OS user when run as root
 //! (PostgreSQL refuses to run as root). The server's binaries are found, not assumed.
 
 use std::path::{Path, PathBuf};
@@ -76,16 +77,63 @@ impl TempCluster {
         Self::start_with(max_connections, "on", None, "")
     }
 
-    fn start_with(
-        max_connections: u32,
-        synchronous_commit: &str,
-        tls: Option<(&str, &str)>,
-        extra_conf: &str,
-    ) -> TempCluster {
-        let as_postgres = Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    /// A hot standby of `primary`: `pg_basebackup -R` (streaming replication from it),
+    /// started on a port of its own, durable like [`TempCluster::start_durable`].
+    pub fn standby_of(primary: &TempCluster, max_connections: u32) -> TempCluster {
+        let c = Self::empty(primary.as_postgres);
+        let data = c.data();
+        let port = primary.port.to_string();
+        c.run(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-c",
+                "fast",
+            ],
+        );
+        // Later lines win: the copied postgresql.conf names the primary's port and socket.
+        c.append_conf(&format!(
+            "port = {}\nunix_socket_directories = '{}'\nmax_connections = {max_connections}\nhot_standby = on\n",
+            c.port,
+            c.dir.display()
+        ));
+        c.pg_ctl(&["start", "-w", "-t", "30"]);
+        c
+    }
+
+    /// Promotes a standby to a primary, waiting until it accepts writes.
+    pub fn promote(&self) {
+        self.pg_ctl(&["promote", "-w", "-t", "30"]);
+    }
+
+    /// Appends `postgresql.conf` lines and has the server reload them.
+    pub fn reconfigure(&self, conf: &str) {
+        self.append_conf(conf);
+        self.pg_ctl(&["reload"]);
+    }
+
+    /// A direct connection to this cluster.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .expect("connect to the temp cluster");
+        tokio::spawn(conn);
+        client
+    }
+
+    /// A directory and a port for a cluster, nothing in it yet.
+    fn empty(as_postgres: bool) -> TempCluster {
         let dir = std::env::temp_dir().join(format!(
             "pgsidecar-cluster-{}-{}",
             std::process::id(),
@@ -98,11 +146,24 @@ impl TempCluster {
                 .status();
             assert!(ok.is_ok_and(|s| s.success()), "chown temp cluster dir");
         }
-        let c = TempCluster {
+        TempCluster {
             port: free_port(),
             dir,
             as_postgres,
-        };
+        }
+    }
+
+    fn start_with(
+        max_connections: u32,
+        synchronous_commit: &str,
+        tls: Option<(&str, &str)>,
+        extra_conf: &str,
+    ) -> TempCluster {
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        let c = Self::empty(as_postgres);
         let data = c.data();
         c.run(
             "initdb",

@@ -95,10 +95,14 @@ impl Sidecar {
             let sink = stderr.clone();
             let err = child.stderr.take().expect("stderr");
             std::thread::spawn(move || {
-                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                // Read as bytes: a line that is not UTF-8 must not end the capture (and then
+                // fill the pipe until the sidecar blocks writing its log).
+                let mut err = BufReader::new(err);
+                let mut line = Vec::new();
+                while err.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
                     let mut s = sink.lock().expect("lock");
-                    s.push_str(&line);
-                    s.push('\n');
+                    s.push_str(&String::from_utf8_lossy(&line));
+                    line.clear();
                 }
             });
         }
