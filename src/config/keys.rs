@@ -60,7 +60,7 @@ impl Key {
     pub(super) const REPLICA_POOL_MIN: Key = Key::new("replica-pool-min", "DB_REPLICA_POOL_MIN", "N", "2",
         "Idle connections kept in each replica's pool");
     pub(super) const REPLICA_MAX_STALENESS: Key = Key::new("replica-max-staleness", "DB_REPLICA_MAX_STALENESS", "MS", "5000",
-        "Staleness bound of reads that name none: a replica further behind the primary is skipped");
+        "Staleness bound of reads that name none (at least 3 probe intervals): a replica further behind is skipped");
     pub(super) const REPLICA_PROBE_INTERVAL: Key = Key::new("replica-probe-interval", "DB_REPLICA_PROBE_INTERVAL", "MS", "500",
         "How often each replica's recovery state and lag are measured, in ms (at least 50)");
     pub(super) const PIPELINE_CONNECTIONS: Key = Key::new("pipeline-connections", "PGSIDECAR_PIPELINE_CONNECTIONS", "N", "2",

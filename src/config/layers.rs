@@ -350,17 +350,20 @@ pub(super) fn check_cross_fields(c: &Config) -> Result<(), ConfigError> {
             )));
         }
     }
-    // A bound the probe cannot see below would leave every replica unqualified.
-    if !c.replica_urls.is_empty() && c.replica_max_staleness <= c.replica_probe_interval {
+    // A caught-up replica measures up to about two probe intervals behind (see
+    // `pool/replicas.rs`): a tighter bound would leave every replica unqualified.
+    if !c.replica_urls.is_empty() && c.replica_max_staleness < 3 * c.replica_probe_interval {
         return Err(Key::REPLICA_MAX_STALENESS.invalid(format!(
-            "expected more than {} = {} ms: a replica's staleness is measured that often",
+            "expected at least three times {} = {} ms: a caught-up replica measures up to about two intervals behind",
             Key::REPLICA_PROBE_INTERVAL.label(),
             c.replica_probe_interval.as_millis()
         )));
     }
     // libpq's read-write check asks `SHOW transaction_read_only`, which a read-only session
     // answers "on": every connection would be refused.
-    if c.read_only && wants_read_write(&c.primary.database_url) {
+    if c.read_only
+        && (wants_read_write(&c.primary.database_url) || wants_read_write(&c.failover.database_url))
+    {
         return Err(Key::DATABASE_URL.invalid(format!(
             "target_session_attrs=read-write cannot be used with {} (every session starts read-only)",
             Key::READ_ONLY.label()

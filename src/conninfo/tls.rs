@@ -80,19 +80,24 @@ pub fn split(conn: &str) -> Result<(String, PgTls), String> {
         // Only the query is ours to read: the rest goes to tokio-postgres as written, which
         // also takes what a generic URL parser refuses (`host1:5432,host2:5433`).
         let (base, query) = conn.split_once('?').unwrap_or((conn, ""));
+        // The pairs we do not take are passed on byte for byte, as written: decoding and
+        // encoding them again would change what tokio-postgres reads (`+`, `%20`).
         let mut kept = Vec::new();
-        for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-            if !take(&k, &v)? {
-                kept.push((k.into_owned(), v.into_owned()));
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |t: &str| {
+                percent_encoding::percent_decode_str(t)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            if !take(&decode(k), &decode(v))? {
+                kept.push(pair);
             }
         }
         if kept.is_empty() {
             base.to_owned()
         } else {
-            let query = url::form_urlencoded::Serializer::new(String::new())
-                .extend_pairs(kept)
-                .finish();
-            format!("{base}?{query}")
+            format!("{base}?{}", kept.join("&"))
         }
     } else {
         let mut kept = Vec::new();
@@ -267,5 +272,17 @@ mod tests {
         let (_, tls) = split("postgres://db/app?sslmode=disable").unwrap();
         assert_eq!(tls.mode, SslMode::Disable);
         assert!(split("postgres://db/app?sslmode=sometimes").is_err());
+        // Several hosts, and the other pairs passed on exactly as written.
+        let (rest, tls) = split(
+            "postgres://u@db1:5432,db2:5433/app?options=-c%20x%3Dy&sslmode=require&target_session_attrs=read-write",
+        )
+        .unwrap();
+        assert_eq!(
+            rest,
+            "postgres://u@db1:5432,db2:5433/app?options=-c%20x%3Dy&target_session_attrs=read-write"
+        );
+        assert_eq!(tls.mode, SslMode::Require);
+        let (_, tls) = split("postgres://db/app?sslm%6Fde=disable").unwrap();
+        assert_eq!(tls.mode, SslMode::Disable, "keys are percent-decoded");
     }
 }

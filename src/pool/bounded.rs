@@ -182,7 +182,8 @@ impl Pool {
     /// requests; when every connection is lent out, busy is not down, so the answer is what
     /// the pool last learned about reaching the database.
     pub(super) async fn probe(&self, deadline: Instant) -> bool {
-        match self.probe_row(deadline, Duration::ZERO, "").await {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match self.probe_row(Duration::ZERO, left, "", true).await {
             Probe::Row(_) => true,
             Probe::Busy => self.reachable(),
             Probe::Down => false,
@@ -196,19 +197,26 @@ impl Pool {
     }
 
     /// Runs `sql` (simple protocol) on an idle or newly opened connection, waiting at most
-    /// `wait` for one to come free, and returns its first row as text.
-    pub(super) async fn probe_row(&self, deadline: Instant, wait: Duration, sql: &str) -> Probe {
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(1));
+    /// `wait` for one to come free and giving the rest `budget`, and returns its first row
+    /// as text. With `counts`, a failure counts as the database unreachable (for readiness
+    /// and fast failing); a probe of our own, such as the primary's WAL position, does not
+    /// speak for the database's health.
+    pub(super) async fn probe_row(
+        &self,
+        wait: Duration,
+        budget: Duration,
+        sql: &str,
+        counts: bool,
+    ) -> Probe {
+        let budget = budget.max(Duration::from_millis(1));
         let timeouts = Timeouts {
-            wait: Some(wait.min(left)),
-            create: Some(left),
-            recycle: Some(left),
+            wait: Some(wait),
+            create: Some(budget),
+            recycle: Some(budget),
         };
         match self.inner.timeout_get(&timeouts).await {
             Ok(conn) => {
-                match tokio::time::timeout_at(deadline.into(), conn.simple_query(sql)).await {
+                match tokio::time::timeout(budget, conn.simple_query(sql)).await {
                     Ok(Ok(messages)) => {
                         self.reached();
                         let row = messages.iter().find_map(|m| match m {
@@ -224,7 +232,9 @@ impl Pool {
                     _ => {
                         // A connection that cannot answer is not given to anyone else.
                         drop(super::Object::take(conn));
-                        self.failed_to_reach();
+                        if counts {
+                            self.failed_to_reach();
+                        }
                         Probe::Down
                     }
                 }
@@ -232,7 +242,9 @@ impl Pool {
             Err(DeadPoolError::Timeout(deadpool::managed::TimeoutType::Wait)) => Probe::Busy,
             Err(DeadPoolError::Closed) => Probe::Down,
             Err(_) => {
-                self.failed_to_reach();
+                if counts {
+                    self.failed_to_reach();
+                }
                 Probe::Down
             }
         }

@@ -25,7 +25,7 @@ use crate::telemetry::LogGate;
 use bounded::Pool;
 pub use connection::Conn;
 pub use lanes::LaneFigures;
-pub use lsn::Lsn;
+pub use lsn::{INSERT_POSITION_SQL, Lsn, insert_position};
 pub use replicas::{Preference, ReadRoute};
 pub use reset::{COMMIT_THEN_RESET_SQL, RESET_AFTER_EACH_SQL, reset};
 pub use route::Target;

@@ -8,7 +8,11 @@
 //! commit acknowledged before that sample was taken, so its staleness is at most the age of
 //! the newest such sample. A replica whose replay is paused, whose WAL receiver is cut off,
 //! or that was never caught up, ages past any bound however its clock reads; one that is
-//! caught up stays within a probe interval of the primary.
+//! caught up stays within about two probe intervals of the primary (the sample it replayed
+//! may be the one before last, and each ages until the next round).
+//!
+//! A read with a read-your-writes token is always checked on the connection it is given:
+//! `pg_last_wal_replay_lsn()` of the very server that will answer it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -56,7 +60,7 @@ struct Probed {
     probed: bool,
     reachable: bool,
     in_recovery: bool,
-    /// Replayed position; raised (never lowered) by read-your-writes checks between probes.
+    /// Replayed position, as the last probe read it.
     replay: Option<Lsn>,
     /// When the newest primary position this replica had replayed was sampled.
     fresh_as_of: Option<Instant>,
@@ -155,9 +159,11 @@ impl Replicas {
         let asked = Instant::now();
         // Allowed to queue for a while: a busy primary must still be sampled, or every
         // replica would age past its bound for want of a fresh position.
-        let sql = "SELECT pg_current_wal_lsn()::text";
-        if let Probe::Row(row) = primary.probe_row(asked + every, every, sql).await
-            && let Some(lsn) = row.first().and_then(|v| v.as_deref()?.parse::<Lsn>().ok())
+        let budget = every.max(Duration::from_secs(1));
+        let sql = super::lsn::INSERT_POSITION_SQL;
+        if let Probe::Row(row) = primary.probe_row(every, budget, sql, false).await
+            && let Some(lsn) =
+                super::lsn::insert_position(&row.iter().map(Option::as_deref).collect::<Vec<_>>())
         {
             let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
             // A position lower than the last one is a new primary (a failover): what was
@@ -174,9 +180,13 @@ impl Replicas {
             }
         }
         let sql = "SELECT pg_is_in_recovery()::text, pg_last_wal_replay_lsn()::text";
-        for r in &self.list {
-            let deadline = Instant::now() + every.max(Duration::from_millis(200));
-            let probe = r.pool.probe_row(deadline, Duration::ZERO, sql).await;
+        // All at once, each queueing like a request: a busy replica is still measured.
+        let probes = self
+            .list
+            .iter()
+            .map(|r| r.pool.probe_row(every, budget, sql, true));
+        let probes = futures_util::future::join_all(probes).await;
+        for (r, probe) in self.list.iter().zip(probes) {
             let before = r.probed();
             let mut now = before;
             now.probed = true;
@@ -184,13 +194,19 @@ impl Replicas {
                 Probe::Row(row) => {
                     now.reachable = true;
                     now.in_recovery = row.first().and_then(|v| v.as_deref()) == Some("true");
-                    let replay = row.get(1).and_then(|v| v.as_deref()?.parse::<Lsn>().ok());
-                    now.replay = replay.max(before.replay.filter(|_| now.in_recovery));
+                    // As read, never raised by what an earlier probe saw: a restarted
+                    // standby may serve again from a point below it.
+                    now.replay = row.get(1).and_then(|v| v.as_deref()?.parse::<Lsn>().ok());
                     (now.fresh_as_of, now.lag_bytes) = self.freshness(now.replay);
                 }
-                // Every connection is lent out: busy is not behind; keep what was known.
+                // Still busy after a wait: nothing learned; it ages from what was known.
                 Probe::Busy => {}
-                Probe::Down => now.reachable = false,
+                Probe::Down => {
+                    now = Probed {
+                        probed: true,
+                        ..Probed::default()
+                    };
+                }
             }
             now.serving = now.unfit(self.default_bound, Instant::now()).is_none();
             r.update(|p| *p = now);
@@ -261,12 +277,9 @@ impl Replicas {
                 None => fit.push((r, p)),
             }
         }
-        // Least behind first; among equals, the one with room.
-        fit.sort_by_key(|(r, p)| (p.staleness(now), !r.pool.has_room()));
-        for (r, p) in fit {
-            let needs_check = route
-                .min_lsn
-                .is_some_and(|t| p.replay.is_none_or(|r| r < t));
+        // Those with a connection free first, then the least behind.
+        fit.sort_by_key(|(r, p)| (!r.pool.has_room(), p.staleness(now)));
+        for (r, _) in fit {
             let lease = match super::lend(&r.pool, deadline, timeout).await {
                 Ok(lease) => lease,
                 Err(PoolError::Unavailable { .. } | PoolError::ConnectTimeout { .. }) => {
@@ -274,13 +287,18 @@ impl Replicas {
                     why.push(format!("{}: unreachable", r.pool.name));
                     continue;
                 }
+                Err(PoolError::Exhausted { .. }) => {
+                    why.push(format!("{}: no free connection", r.pool.name));
+                    continue;
+                }
                 Err(e) => return Err(e),
             };
-            if !needs_check {
+            let Some(token) = route.min_lsn else {
                 return Ok(Ok(lease));
-            }
-            // The probe's view may be a moment old: ask this replica itself how far it is.
-            let token = route.min_lsn.expect("checked above");
+            };
+            // Asked of the very server this connection reached, every time: the probe's
+            // view is a moment old, and a replica string may name a server other than the
+            // one probed (a restart, a load balancer).
             let sql = "SELECT pg_last_wal_replay_lsn()::text";
             let asked = tokio::time::timeout_at(until.into(), lease.conn.simple_query(sql));
             let replay = match asked.await {
@@ -288,13 +306,18 @@ impl Replicas {
                     tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
                     _ => None,
                 }),
-                _ => None,
-            };
-            if let Some(replay) = replay {
-                r.update(|p| p.replay = p.replay.max(Some(replay)));
-                if replay >= token {
-                    return Ok(Ok(lease));
+                _ => {
+                    // A connection that could not answer is not given to anyone else.
+                    drop(super::Object::take(lease.conn));
+                    why.push(format!(
+                        "{}: did not say how far it has replayed",
+                        r.pool.name
+                    ));
+                    continue;
                 }
+            };
+            if replay.is_some_and(|replay: Lsn| replay >= token) {
+                return Ok(Ok(lease));
             }
             why.push(format!(
                 "{}: has not replayed {token} (at {})",

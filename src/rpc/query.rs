@@ -126,6 +126,8 @@ async fn run_on(
 ) -> Result<QueryResponse, Error> {
     validate(req, state)?;
     let priority = grant.priority(req.priority)?;
+    let route = super::routing::read_route(req.read_from.as_ref(), "read_from")?;
+    let priority = super::routing::fallback_priority(state, route.as_ref(), priority);
     let spec = Spec {
         sql: &req.sql,
         params: &req.params,
@@ -137,7 +139,6 @@ async fn run_on(
     // `pipeline`).
     // A replica read leases a replica connection; one that asks for its commit LSN reads
     // it on the connection that committed, after the statement.
-    let route = super::routing::read_route(req.read_from.as_ref(), "read_from")?;
     let pipelined = state.pipeline.enabled()
         && spec.around == Around::default()
         && !req.return_lsn
@@ -190,7 +191,8 @@ async fn run_on(
             (None, None) => {
                 let lease = state.pools.acquire(priority, budget.stop_at).await?;
                 let (pool, queue_time) = (lease.pool, lease.queue_time);
-                let (outcome, lsn) = attempt(lease, &spec, state, budget, req.return_lsn).await;
+                let want_lsn = req.return_lsn && super::routing::on_primary(state, pool);
+                let (outcome, lsn) = attempt(lease, &spec, state, budget, want_lsn).await;
                 commit_lsn = lsn;
                 (pool, queue_time, outcome)
             }

@@ -2,9 +2,12 @@
 //! under a staleness bound and a read-your-writes token; and the token itself, the
 //! primary's WAL position read once a write has committed.
 
+use std::time::Duration;
+
+use super::State;
 use crate::error::Error;
 use crate::pool::{Lsn, Preference, ReadRoute};
-use crate::proto::{ReadFrom, ReadPreference};
+use crate::proto::{Priority, ReadFrom, ReadPreference};
 
 /// The route of a request's `read_from` (`field` names it in errors): `None` for the
 /// primary, as when it is unset.
@@ -47,25 +50,53 @@ pub(super) fn read_route(read: Option<&ReadFrom>, field: &str) -> Result<Option<
     }))
 }
 
+/// Longest wait for the commit LSN after a commit: the statement is done, and the answer
+/// must not hang on a connection that stopped answering.
+const COMMIT_LSN_WAIT: Duration = Duration::from_secs(2);
+
 /// The read-your-writes token after a commit on `client`: the primary's WAL insert
-/// position, which is at or past the end of the commit record just written (a standby that
-/// has replayed it has replayed the commit), in `pg_lsn` text.
+/// position (without a page header just begun), which is at or past the end of the commit
+/// record just written (a standby that has replayed it has replayed the commit), in
+/// `pg_lsn` text.
 pub(crate) async fn commit_lsn(client: &tokio_postgres::Client) -> Result<String, Error> {
-    let rows = client
-        .simple_query("SELECT pg_current_wal_insert_lsn()::text")
-        .await?;
+    let asked = client.simple_query(crate::pool::INSERT_POSITION_SQL);
+    let rows = tokio::time::timeout(COMMIT_LSN_WAIT, asked)
+        .await
+        .map_err(|_| Error::DeadlineExceeded { cause: None })??;
     Ok(rows
         .iter()
         .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                let cells: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
+                crate::pool::insert_position(&cells)
+            }
             _ => None,
         })
+        .map(|lsn| lsn.to_string())
         .unwrap_or_default())
 }
 
-/// Whether a pool name is a replica's.
-pub(super) fn is_replica(pool: &str) -> bool {
-    pool.starts_with("replica-")
+/// Whether `pool` reaches the primary's server itself: the primary pool, and the failover
+/// pool unless `DB_FAILOVER_DATABASE_URL` names another server. Only there is a commit LSN
+/// the primary's position.
+pub(super) fn on_primary(state: &State, pool: &str) -> bool {
+    pool == "primary"
+        || (pool == "failover"
+            && state.config.failover.database_url == state.config.primary.database_url)
+}
+
+/// The priority a read routed by `route` has when no replica could take it: its own,
+/// except that a read-your-writes read must reach the primary's server, so it does not go
+/// to a failover pool that names another one.
+pub(super) fn fallback_priority(
+    state: &State,
+    route: Option<&ReadRoute>,
+    priority: Priority,
+) -> Priority {
+    match route {
+        Some(r) if r.min_lsn.is_some() && !on_primary(state, "failover") => Priority::Normal,
+        _ => priority,
+    }
 }
 
 #[cfg(test)]

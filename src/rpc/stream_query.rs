@@ -42,6 +42,7 @@ pub(super) async fn stream_query(
     super::query::validate(&req, &state)?;
     let priority = grant.priority(req.priority)?;
     let route = super::routing::read_route(req.read_from.as_ref(), "read_from")?;
+    let priority = super::routing::fallback_priority(&state, route.as_ref(), priority);
     let replica = match &route {
         Some(route) => state.pools.acquire_read(route, budget.stop_at).await,
         None => Ok(None),
@@ -98,7 +99,7 @@ async fn run(
         around: super::autocommit(state, grant),
     };
     let produce = produce(state, &inflight, &spec, tx);
-    let want_lsn = req.return_lsn && !super::routing::is_replica(pool);
+    let want_lsn = req.return_lsn && super::routing::on_primary(state, pool);
     let result = tokio::select! {
         r = produce => match r {
             Ok((mut last, produced)) => {

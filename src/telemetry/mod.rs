@@ -308,10 +308,11 @@ pub fn export_pools(pools: &[PoolStats], c: &StatementCacheStats, reachable: boo
         counter!(names::POOL_CREATED, "pool" => pool.clone()).absolute(p.connections_created);
         counter!(names::POOL_CHECKOUTS, "pool" => pool).absolute(p.checkouts);
         if let Some(r) = &p.replica {
-            // Unknown (never caught up, never probed) shows as absent, not as zero.
-            if let Some(lag) = r.lag.and_then(|l| Duration::try_from(l).ok()) {
-                gauge!(names::REPLICA_LAG_SECONDS, "pool" => p.name.clone()).set(lag.as_secs_f64());
-            }
+            // Unknown (down, promoted, never caught up) is +Inf: as far behind as can be,
+            // never the last small figure left standing.
+            let lag = r.lag.and_then(|l| Duration::try_from(l).ok());
+            let lag = lag.map_or(f64::INFINITY, |l| l.as_secs_f64());
+            gauge!(names::REPLICA_LAG_SECONDS, "pool" => p.name.clone()).set(lag);
             gauge!(names::REPLICA_LAG_BYTES, "pool" => p.name.clone()).set(r.lag_bytes as f64);
         }
         for (i, depth) in p.pipelined_in_flight.iter().enumerate() {

@@ -483,6 +483,27 @@ async fn a_write_sent_to_a_replica_is_refused_and_never_reaches_the_primary() {
         tx.next().await.unwrap(),
         Some(Event::RolledBack(_))
     ));
+    // A read-only transaction on a replica commits; it has no commit LSN to give.
+    let asks_lsn = BeginTransaction {
+        return_lsn: true,
+        ..begin(true)
+    };
+    let mut tx = TxStream::open(&mut c, asks_lsn).await;
+    let Some(Event::Begun(begun)) = tx.next().await.unwrap() else {
+        panic!("begun expected");
+    };
+    assert_eq!(begun.pool, "replica-0");
+    tx.execute("r", "SELECT count(*) FROM guarded", vec![])
+        .await;
+    assert!(matches!(
+        tx.result().await.outcome,
+        Some(Outcome::Response(_))
+    ));
+    tx.commit().await;
+    let Some(Event::Committed(done)) = tx.next().await.unwrap() else {
+        panic!("a read-only replica transaction commits");
+    };
+    assert_eq!(done.commit_lsn, "");
     // SERIALIZABLE, which a standby cannot run, stays on the primary when only preferred.
     let serializable = BeginTransaction {
         isolation: pgsidecar::proto::IsolationLevel::Serializable as i32,

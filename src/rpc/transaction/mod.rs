@@ -191,6 +191,8 @@ async fn lease_for(
         {
             return Ok(lease);
         }
+        let priority = super::routing::fallback_priority(state, Some(&route), priority);
+        return Ok(state.pools.acquire_transaction(priority, None).await?);
     }
     Ok(state.pools.acquire_transaction(priority, None).await?)
 }
@@ -268,7 +270,7 @@ async fn serve(
         state,
         tx,
         pool,
-        want_lsn: begin.return_lsn && !super::routing::is_replica(pool),
+        want_lsn: begin.return_lsn && super::routing::on_primary(state, pool),
         idle,
         until,
         transaction_id,
