@@ -85,6 +85,20 @@ async fn where_served(
     Ok((r.info.unwrap().pool, in_recovery))
 }
 
+/// Waits until the replica serves REPLICA_ONLY reads (its first probes are in).
+async fn serving_reads(c: &DataAccessClient<Channel>, sc: &Sidecar) {
+    let serving = eventually(Duration::from_secs(10), || {
+        let mut c = c.clone();
+        async move {
+            where_served(&mut c, ReadPreference::ReplicaOnly, 0)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(serving, "the replica serves reads; {}", sc.stderr());
+}
+
 /// Waits until the standby has replayed everything the primary has written.
 async fn caught_up(primary: &tokio_postgres::Client, standby: &tokio_postgres::Client) {
     let lsn: String = primary
@@ -284,17 +298,7 @@ async fn read_your_writes_holds_across_a_thousand_write_then_read_pairs() {
     caught_up(&p, &standby.connect().await).await;
     let sc = sidecar(&primary, &standby);
     let mut c = sc.client().await;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let mut c = c.clone();
-            async move {
-                where_served(&mut c, ReadPreference::ReplicaOnly, 0)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await
-    );
+    serving_reads(&c, &sc).await;
     let mut served: HashMap<String, u32> = HashMap::new();
     let mut stale = 0;
     for i in 0..1000i64 {
@@ -381,17 +385,7 @@ async fn a_write_sent_to_a_replica_is_refused_and_never_reaches_the_primary() {
     caught_up(&p, &standby.connect().await).await;
     let sc = sidecar(&primary, &standby);
     let mut c = sc.client().await;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let mut c = c.clone();
-            async move {
-                where_served(&mut c, ReadPreference::ReplicaOnly, 0)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await
-    );
+    serving_reads(&c, &sc).await;
     for pref in [
         ReadPreference::ReplicaOnly,
         ReadPreference::ReplicaPreferred,
@@ -521,17 +515,7 @@ async fn a_replica_that_goes_down_is_routed_around() {
     let (primary, standby) = replicated();
     let sc = sidecar(&primary, &standby);
     let mut c = sc.client().await;
-    assert!(
-        eventually(Duration::from_secs(10), || {
-            let mut c = c.clone();
-            async move {
-                where_served(&mut c, ReadPreference::ReplicaOnly, 0)
-                    .await
-                    .is_ok()
-            }
-        })
-        .await
-    );
+    serving_reads(&c, &sc).await;
     standby.stop();
     // Every preferred read succeeds: a dead replica connection is retried elsewhere, and
     // once the probe sees it down, reads go straight to the primary.
