@@ -219,15 +219,7 @@ impl Pool {
                 match tokio::time::timeout(budget, conn.simple_query(sql)).await {
                     Ok(Ok(messages)) => {
                         self.reached();
-                        let row = messages.iter().find_map(|m| match m {
-                            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
-                                (0..row.len())
-                                    .map(|i| row.get(i).map(str::to_owned))
-                                    .collect(),
-                            ),
-                            _ => None,
-                        });
-                        Probe::Row(row.unwrap_or_default())
+                        Probe::Row(super::first_row(&messages))
                     }
                     _ => {
                         // A connection that cannot answer is not given to anyone else.

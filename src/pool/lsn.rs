@@ -12,10 +12,11 @@ pub const INSERT_POSITION_SQL: &str = "SELECT pg_current_wal_insert_lsn()::text,
 
 /// The position [`INSERT_POSITION_SQL`] read, as [`Lsn::end_of_data`]: the columns are
 /// the position, the block size in bytes and the segment size as PostgreSQL shows it.
-pub fn insert_position(row: &[Option<&str>]) -> Option<Lsn> {
-    let lsn: Lsn = row.first().copied().flatten()?.parse().ok()?;
-    let block: u64 = row.get(1).copied().flatten()?.parse().ok()?;
-    let segment = size_in_bytes(row.get(2).copied().flatten()?)?;
+pub fn insert_position(row: &[Option<String>]) -> Option<Lsn> {
+    let cell = |i: usize| row.get(i)?.as_deref();
+    let lsn: Lsn = cell(0)?.parse().ok()?;
+    let block: u64 = cell(1)?.parse().ok()?;
+    let segment = size_in_bytes(cell(2)?)?;
     Some(lsn.end_of_data(block, segment))
 }
 
@@ -119,12 +120,10 @@ mod tests {
             "24 bytes into a first page cannot be"
         );
         assert_eq!(at("0/3001F48"), "0/3001F48");
-        let row = [Some("0/3000028"), Some("8192"), Some("16MB")];
+        let row = [Some("0/3000028"), Some("8192"), Some("16MB")].map(|c| c.map(str::to_owned));
         assert_eq!(insert_position(&row), Some("0/3000000".parse().unwrap()));
-        assert_eq!(
-            insert_position(&[Some("0/5"), Some("x"), Some("16MB")]),
-            None
-        );
+        let bad = [Some("0/5"), Some("x"), Some("16MB")].map(|c| c.map(str::to_owned));
+        assert_eq!(insert_position(&bad), None);
         assert_eq!(super::size_in_bytes("1GB"), Some(1 << 30));
         assert_eq!(super::size_in_bytes("64kB"), Some(64 << 10));
         assert_eq!(super::size_in_bytes("0MB"), None);

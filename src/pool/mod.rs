@@ -98,6 +98,21 @@ pub fn lanes_for(config: &Config) -> usize {
     config.pipeline_connections.min(config.primary.max_size / 2) as usize
 }
 
+/// The first row of a simple-protocol answer, each cell as text; empty when it has none.
+pub fn first_row(messages: &[tokio_postgres::SimpleQueryMessage]) -> Vec<Option<String>> {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_owned))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
 /// A connection lent to one request; it goes back to its pool when dropped.
 pub struct Lease {
     /// The connection.

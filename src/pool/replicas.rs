@@ -162,8 +162,7 @@ impl Replicas {
         let budget = every.max(Duration::from_secs(1));
         let sql = super::lsn::INSERT_POSITION_SQL;
         if let Probe::Row(row) = primary.probe_row(every, budget, sql, false).await
-            && let Some(lsn) =
-                super::lsn::insert_position(&row.iter().map(Option::as_deref).collect::<Vec<_>>())
+            && let Some(lsn) = super::lsn::insert_position(&row)
         {
             let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
             // A position lower than the last one is a new primary (a failover): what was
@@ -302,10 +301,9 @@ impl Replicas {
             let sql = "SELECT pg_last_wal_replay_lsn()::text";
             let asked = tokio::time::timeout_at(until.into(), lease.conn.simple_query(sql));
             let replay = match asked.await {
-                Ok(Ok(rows)) => rows.iter().find_map(|m| match m {
-                    tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
-                    _ => None,
-                }),
+                Ok(Ok(messages)) => super::first_row(&messages)
+                    .first()
+                    .and_then(|v| v.as_deref()?.parse().ok()),
                 _ => {
                     // A connection that could not answer is not given to anyone else.
                     drop(super::Object::take(lease.conn));

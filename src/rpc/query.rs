@@ -157,13 +157,8 @@ async fn run_on(
             false => None,
         };
         let mut commit_lsn = String::new();
-        let (pool, queue_time, outcome) = match (replica, slot) {
-            (Some(lease), _) => {
-                let (pool, queue_time) = (lease.pool, lease.queue_time);
-                let (outcome, _) = attempt(lease, &spec, state, budget, false).await;
-                (pool, queue_time, outcome)
-            }
-            (None, Some(slot)) => {
+        let (pool, queue_time, outcome) = match slot {
+            Some(slot) => {
                 let queue_time = slot.queue_time;
                 let ran = crate::pipeline::run(
                     slot,
@@ -188,9 +183,13 @@ async fn run_on(
                     _ => ("primary", queue_time, ran.result),
                 }
             }
-            (None, None) => {
-                let lease = state.pools.acquire(priority, budget.stop_at).await?;
+            None => {
+                let lease = match replica {
+                    Some(lease) => lease,
+                    None => state.pools.acquire(priority, budget.stop_at).await?,
+                };
                 let (pool, queue_time) = (lease.pool, lease.queue_time);
+                // Never on a replica: its position is not the primary's.
                 let want_lsn = req.return_lsn && super::routing::on_primary(state, pool);
                 let (outcome, lsn) = attempt(lease, &spec, state, budget, want_lsn).await;
                 commit_lsn = lsn;

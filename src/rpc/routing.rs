@@ -63,15 +63,7 @@ pub(crate) async fn commit_lsn(client: &tokio_postgres::Client) -> Result<String
     let rows = tokio::time::timeout(COMMIT_LSN_WAIT, asked)
         .await
         .map_err(|_| Error::DeadlineExceeded { cause: None })??;
-    Ok(rows
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(row) => {
-                let cells: Vec<Option<&str>> = (0..row.len()).map(|i| row.get(i)).collect();
-                crate::pool::insert_position(&cells)
-            }
-            _ => None,
-        })
+    Ok(crate::pool::insert_position(&crate::pool::first_row(&rows))
         .map(|lsn| lsn.to_string())
         .unwrap_or_default())
 }

@@ -85,18 +85,33 @@ async fn where_served(
     Ok((r.info.unwrap().pool, in_recovery))
 }
 
+/// Whether, within `limit`, a read with `preference` and `bound_ms` is served by `pool`
+/// (a replica answers `pg_is_in_recovery()` true, the primary false).
+async fn lands_on(
+    c: &DataAccessClient<Channel>,
+    preference: ReadPreference,
+    bound_ms: u64,
+    pool: &str,
+    limit: Duration,
+) -> bool {
+    let want = (pool.to_owned(), pool != "primary");
+    eventually(limit, || {
+        let (mut c, want) = (c.clone(), want.clone());
+        async move { where_served(&mut c, preference, bound_ms).await.ok() == Some(want) }
+    })
+    .await
+}
+
 /// Waits until the replica serves REPLICA_ONLY reads (its first probes are in).
 async fn serving_reads(c: &DataAccessClient<Channel>, sc: &Sidecar) {
-    let serving = eventually(Duration::from_secs(10), || {
-        let mut c = c.clone();
-        async move {
-            where_served(&mut c, ReadPreference::ReplicaOnly, 0)
-                .await
-                .is_ok()
-        }
-    })
-    .await;
-    assert!(serving, "the replica serves reads; {}", sc.stderr());
+    let serving = lands_on(
+        c,
+        ReadPreference::ReplicaOnly,
+        0,
+        "replica-0",
+        Duration::from_secs(10),
+    );
+    assert!(serving.await, "the replica serves reads; {}", sc.stderr());
 }
 
 /// Waits until the standby has replayed everything the primary has written.
@@ -129,15 +144,13 @@ async fn replica_reads_land_on_the_replica_and_a_lagging_one_is_skipped_beyond_t
     let mut c = sc.client().await;
 
     // Within the bound: served by the standby itself.
-    let on_replica = eventually(Duration::from_secs(10), || {
-        let mut c = c.clone();
-        async move {
-            where_served(&mut c, ReadPreference::ReplicaPreferred, 0)
-                .await
-                .ok()
-                == Some(("replica-0".into(), true))
-        }
-    })
+    let on_replica = lands_on(
+        &c,
+        ReadPreference::ReplicaPreferred,
+        0,
+        "replica-0",
+        Duration::from_secs(10),
+    )
     .await;
     assert!(
         on_replica,
@@ -266,15 +279,13 @@ async fn replica_reads_land_on_the_replica_and_a_lagging_one_is_skipped_beyond_t
     s.batch_execute("SELECT pg_wal_replay_resume()")
         .await
         .unwrap();
-    let back = eventually(Duration::from_secs(10), || {
-        let mut c = c.clone();
-        async move {
-            where_served(&mut c, ReadPreference::ReplicaPreferred, 1000)
-                .await
-                .ok()
-                == Some(("replica-0".into(), true))
-        }
-    })
+    let back = lands_on(
+        &c,
+        ReadPreference::ReplicaPreferred,
+        1000,
+        "replica-0",
+        Duration::from_secs(10),
+    )
     .await;
     assert!(back, "a replica that caught up serves again");
     let logged = eventually(Duration::from_secs(5), || async {
@@ -546,15 +557,13 @@ async fn a_replica_that_goes_down_is_routed_around() {
     assert_eq!(readiness(&sc.channel().await).await, ServingStatus::Serving);
 
     standby.start_again();
-    let back = eventually(Duration::from_secs(15), || {
-        let mut c = c.clone();
-        async move {
-            where_served(&mut c, ReadPreference::ReplicaOnly, 0)
-                .await
-                .ok()
-                == Some(("replica-0".into(), true))
-        }
-    })
+    let back = lands_on(
+        &c,
+        ReadPreference::ReplicaOnly,
+        0,
+        "replica-0",
+        Duration::from_secs(15),
+    )
     .await;
     assert!(back, "a replica back up serves again");
 }
