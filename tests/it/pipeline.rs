@@ -12,7 +12,9 @@ use crate::support::proxy::Proxy;
 use crate::support::*;
 use futures_util::future::join_all;
 use pgsidecar::proto::data_access_client::DataAccessClient;
-use pgsidecar::proto::{BeginTransaction, PoolStatusRequest, PoolStatusResponse, value::Kind};
+use pgsidecar::proto::{
+    BeginTransaction, PoolStatusRequest, PoolStatusResponse, QueryRequest, value::Kind,
+};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -218,11 +220,14 @@ async fn a_deadline_behind_a_running_neighbour_is_answered_at_once_and_cancels_o
         (r, started.elapsed())
     });
     tokio::time::sleep(Duration::from_millis(3)).await;
-    let mut req = tonic::Request::new(request(
-        &format!("SELECT pg_sleep(5) /* {marker} */"),
-        vec![],
-    ));
-    req.set_timeout(Duration::from_millis(150));
+    // The statement's budget ends at 150 ms by its own timeout; the gRPC deadline is
+    // further out, so the answer seen is the sidecar's, never the client's own timer for
+    // the same instant (which, on a loaded machine, can fire first and say CANCELLED).
+    let mut req = tonic::Request::new(QueryRequest {
+        timeout: Some(prost_types::Duration::try_from(Duration::from_millis(150)).unwrap()),
+        ..request(&format!("SELECT pg_sleep(5) /* {marker} */"), vec![])
+    });
+    req.set_timeout(Duration::from_secs(2));
     let started = Instant::now();
     let err = c.clone().query(req).await.expect_err("past its deadline");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
